@@ -1,0 +1,55 @@
+# The two commands of the README: `make report` (the main job) and `make test`.
+# Each creates or updates the virtual environment .venv itself when it is missing or stale.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+# CamVid: $CAMVID_DIR if set, else the shared read-only copy beside the repository when present,
+# else data/CamVid (downloaded on first use).
+CAMVID_DIR ?= $(firstword $(wildcard ../shared/data/camvid/CamVid))
+export CAMVID_DIR
+
+.PHONY: help setup report test lint notebooks-test serve benchmarks clean-notebooks
+
+help:
+	@echo "make report   run notebooks 01-07 ($(PROFILE) profile): figures/, results/, README table"
+	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
+	@echo "make serve    start the web app on the latest report checkpoint"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+report: $(STAMP)
+	mkdir -p build/notebooks
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb ($(PROFILE) profile)"; \
+		SEG_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
+			--ExecutePreprocessor.timeout=-1 --output-dir build/notebooks "$$nb" || exit 1; \
+	done
+	$(BIN)/python -m helpers.report
+
+lint: $(STAMP)
+	$(BIN)/ruff check helpers tests benchmarks notebooks
+
+test: lint
+	$(BIN)/python -m pytest -q tests
+	SEG_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=900 $(NOTEBOOKS)
+
+serve: $(STAMP)
+	$(BIN)/python -m helpers.webapp --checkpoint runs/$(PROFILE)/unet-effnet-lite0/best.pt
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/inference_latency.py

@@ -1,0 +1,32 @@
+"""Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
+
+Modules, from the bottom up: ``config``, ``metrics``, ``transforms``, ``pretrained``,
+``data``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``inference``, ``evaluate``,
+``train``, ``predict``, ``export``, ``webapp``. Imports stay light here so that
+``import helpers`` is instant; each module imports its heavy libraries itself.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+__version__ = "0.1.0"
+
+
+def seed_everything(seed: int = 42, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA).
+
+    ``deterministic`` also asks cuDNN for deterministic kernels (slower on a GPU).
+    DataLoader shuffling and augmentation are re-seeded per epoch by the training loop.
+    """
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic

@@ -1,0 +1,140 @@
+"""Results of the report: JSON files under ``results/`` and the README table built from them.
+
+Every number in the README's results table is read from these files, which record the
+profile, the hardware and the git commit that produced them.
+
+Command line::
+
+    python -m helpers.report            # rewrite the README table from results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import project_path
+
+TABLE_START = "<!-- results-table:start -->"
+TABLE_END = "<!-- results-table:end -->"
+
+
+def hardware() -> dict:
+    """Return a description of the machine: CPU model and cores, GPU if any, torch threads."""
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpu": cpu, "cores": cores, "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info["summary"] = f"{info['gpu']}" if info["gpu"] else f"{cores} CPU cores ({cpu})"
+    return info
+
+
+def git_commit() -> str | None:
+    """Return the current git commit (with ``-dirty`` when files changed), or None."""
+    try:
+        root = project_path()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_result(name: str, data: dict, profile: str) -> Path:
+    """Write ``results/<name>.json`` with the data plus profile, hardware, commit and date."""
+    path = project_path("results", f"{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "name": name,
+        "profile": profile,
+        "hardware": hardware(),
+        "git_commit": git_commit(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **data,
+    }
+    path.write_text(json.dumps(_clean(payload), indent=2) + "\n")
+    return path
+
+
+def read_results(folder: str | Path | None = None) -> dict[str, dict]:
+    """Return every ``results/*.json`` by name."""
+    folder = Path(folder) if folder else project_path("results")
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _clean(value):
+    """Replace NaN/inf (not valid JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fmt(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def results_table(results: dict[str, dict]) -> str:
+    """Return the README's Markdown table of every model result (entries with ``test`` metrics)."""
+    rows = [
+        "| Model | Profile | Test mIoU | Pixel acc. | Dice | Per-image mIoU (seed's way) "
+        "| Params (M) | GFLOPs 360x480 | Hardware |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        test = result.get("test")
+        if not test:
+            continue
+        rows.append(
+            f"| {result.get('model', name)} | {result['profile']} | {_fmt(test.get('miou'))} "
+            f"| {_fmt(test.get('pixel_accuracy'))} | {_fmt(test.get('dice'))} "
+            f"| {_fmt(test.get('per_image_miou'))} "
+            f"| {_fmt((result.get('parameters') or 0) / 1e6, 2)} "
+            f"| {_fmt((result.get('flops') or 0) / 1e9, 1)} | {result['hardware']['summary']} |"
+        )
+    return "\n".join(rows)
+
+
+def update_readme(readme: str | Path | None = None) -> bool:
+    """Rewrite the table between the README's results-table markers; return whether it changed."""
+    readme = Path(readme) if readme else project_path("README.md")
+    text = readme.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise ValueError(f"{readme} has no {TABLE_START} ... {TABLE_END} markers")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    new = f"{head}{TABLE_START}\n{results_table(read_results())}\n{TABLE_END}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    changed = update_readme()
+    print("README results table " + ("updated" if changed else "already up to date"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
