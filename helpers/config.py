@@ -58,9 +58,10 @@ class Config:
     channels_last: bool = True
     # Evaluate with horizontal-flip test-time augmentation.
     tta_flip: bool = False
-    # Also score the test split after every epoch. Only for showing how much choosing the epoch
-    # on test inflates the result; model selection always uses validation.
-    track_test_each_epoch: bool = False
+    # Also score this many (evenly spaced) test images after every epoch, 0 = off. Only for
+    # showing how much choosing the epoch on test inflates the result; model selection always
+    # uses validation.
+    track_test_each_epoch: int = 0
     # Where runs are written (checkpoints, history); relative paths are under the repository.
     runs_dir: str = "runs"
     extra: dict = field(default_factory=dict)
@@ -160,3 +161,15 @@ def repo_root(start: Path | str | None = None) -> Path:
 def project_path(*parts: str) -> Path:
     """Return a path under the repository root, creating nothing."""
     return repo_root().joinpath(*parts)
+
+
+def output_dir(kind: str, profile: str | None = None) -> Path:
+    """Return where report outputs of a kind (``figures``, ``results``) go for a profile.
+
+    The smoke profile (CI) writes under ``build/smoke/`` so it never overwrites the report's
+    committed figures and results.
+    """
+    profile = profile or get_profile()
+    if profile == "smoke":
+        return project_path("build", "smoke", kind)
+    return project_path(kind)

@@ -354,9 +354,9 @@ def resize_dataset(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    for source in (Path(images_dir), Path(masks_dir)):
-        if out_dir.resolve() in (source.resolve(), *source.resolve().parents):
-            raise ValueError(f"--out {out_dir} would overwrite the originals in {source}")
+    sources = {Path(images_dir).resolve(), Path(masks_dir).resolve()}
+    if {(out_dir / "images").resolve(), (out_dir / "masks").resolve()} & sources:
+        raise ValueError(f"--out {out_dir} would overwrite the originals; choose a new folder")
     pairs, problems = pair_files(images_dir, masks_dir)
     if problems:
         raise ValueError("cannot resize, fix these first:\n" + "\n".join(problems))

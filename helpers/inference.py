@@ -108,3 +108,186 @@ def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
     NCHW tensor on the CPU.
     """
     return logits.max(1).indices
+
+
+# --------------------------------------------------------------------------- large photos
+#
+# A 12-megapixel phone photo is about 25 times CamVid's 480x360. Two strategies keep detail
+# and memory bounded (see helpers.predict for the command line):
+#
+# * resize (default): the network runs once at a working scale (long side ``max_side``,
+#   480 = CamVid's scale), and its logits are upsampled bilinearly to the full photo size in
+#   horizontal bands, taking the argmax per band: never a num_classes x 12 MP float tensor.
+# * tile: the network slides a square window over a larger working scale, and the softmax
+#   probabilities of overlapping windows are blended with Hann weights (no seams), then
+#   upsampled the same way.
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Return (height, width) scaled so the longer side is at most ``max_side`` (never enlarged)."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _source_rows(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (lower, upper, weight) of bilinear resampling along one axis.
+
+    The half-pixel convention of ``F.interpolate(..., align_corners=False)``: output pixel ``y``
+    reads input position ``(y + 0.5) * in/out - 0.5``, clamped at 0.
+    """
+    position = (torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
+    position.clamp_(min=0)
+    lower = position.floor().long().clamp_(max=in_size - 1)
+    upper = (lower + 1).clamp_(max=in_size - 1)
+    return lower, upper, (position - lower).float()
+
+
+@torch.inference_mode()
+def upsample_labels(scores: torch.Tensor, size: tuple[int, int], band_rows: int = 512):
+    """Return class ids (H, W) uint8 (a NumPy array): the argmax of ``scores`` upsampled bilinearly.
+
+    ``scores`` are (num_classes, h, w) logits or probabilities at the working scale and
+    ``size`` is the full (H, W). The result equals ``F.interpolate(scores, size,
+    mode="bilinear").argmax(0)`` (up to float rounding and ties) without ever holding
+    num_classes x H x W floats: the scores are upsampled along the width once ((C, h, W)
+    floats), then the output is filled in bands of ``band_rows`` rows.
+
+    Between two source rows the scores change linearly, so the label can switch only where
+    the labels of the two rows differ (a class that wins at both ends wins at every blend of
+    them), and there the two labels swap at one blend weight t*, computed once per column
+    instead of per output row. Only where a third class would overtake both at t* (rare) are
+    the output pixels interpolated and compared class by class.
+    """
+    num_classes, height, width = scores.shape
+    out_height, out_width = size
+    scores = scores.float()
+    if width != out_width:
+        wide = F.interpolate(scores[None], size=(height, out_width), mode="bilinear",
+                             align_corners=False)[0]
+    else:
+        wide = scores.contiguous()
+    flat = wide.reshape(num_classes, -1)
+    row_labels = wide.max(0).indices  # (h, W)
+    # switch[r, x]: the weight t of row r + 1 at which column x's label turns from row r's to
+    # row r + 1's; inf where both rows agree, NaN where a third class wins somewhere between.
+    switch = torch.full((max(1, height - 1), out_width), float("inf"))
+    gap_rows, gap_columns = torch.nonzero(row_labels[:-1] != row_labels[1:], as_tuple=True)
+    third_class = False
+    if gap_rows.numel():
+        first = flat.index_select(1, gap_rows * out_width + gap_columns)  # (C, gaps)
+        second = flat.index_select(1, (gap_rows + 1) * out_width + gap_columns)
+        label_first = row_labels[gap_rows, gap_columns][None]
+        label_second = row_labels[gap_rows + 1, gap_columns][None]
+        lead_first = first.gather(0, label_first) - first.gather(0, label_second)  # >= 0
+        lead_second = second.gather(0, label_second) - second.gather(0, label_first)  # >= 0
+        t = (lead_first / (lead_first + lead_second).clamp_min(1e-12)).clamp_(0, 1)
+        at_switch = first.lerp_(second, t)  # every class's score where the two labels tie
+        # Each class's score minus the tied pair's is linear minus convex in t, so it peaks at
+        # t*: no other class can win anywhere in the gap unless it wins at t*.
+        overtaken = at_switch.max(0).values > at_switch.gather(0, label_first)[0] + 1e-6
+        t = t[0]
+        t[overtaken] = float("nan")
+        third_class = bool(overtaken.any())
+        switch[gap_rows, gap_columns] = t
+    lower, upper, weight = _source_rows(out_height, height)
+    row_labels = row_labels.to(torch.uint8)
+    labels = torch.empty((out_height, out_width), dtype=torch.uint8)
+    for start in range(0, out_height, band_rows):
+        stop = min(out_height, start + band_rows)
+        band_lower, band_upper = lower[start:stop], upper[start:stop]
+        threshold = switch.index_select(0, band_lower.clamp(max=switch.shape[0] - 1))
+        band = labels[start:stop]
+        torch.where(weight[start:stop, None] <= threshold, row_labels.index_select(0, band_lower),
+                    row_labels.index_select(0, band_upper), out=band)
+        if not third_class:
+            continue
+        rows, columns = torch.nonzero(threshold.isnan(), as_tuple=True)
+        if rows.numel():
+            top = flat.index_select(1, band_lower[rows] * out_width + columns)
+            bottom = flat.index_select(1, band_upper[rows] * out_width + columns)
+            top.lerp_(bottom, weight[start:stop][rows])
+            band[rows, columns] = top.max(0).indices.to(torch.uint8)
+    return labels.numpy()
+
+
+def resize_labels_nearest(labels, size: tuple[int, int]):
+    """Return class ids (H, W) resized to ``size`` by nearest neighbour (pixel centres aligned)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    out_height, out_width = size
+    rows = np.minimum(((np.arange(out_height) + 0.5) * labels.shape[0] / out_height).astype(np.int64),
+                      labels.shape[0] - 1)
+    columns = np.minimum(((np.arange(out_width) + 0.5) * labels.shape[1] / out_width).astype(np.int64),
+                         labels.shape[1] - 1)
+    return labels[rows][:, columns]
+
+
+def tile_positions(length: int, tile: int, overlap: float) -> list[int]:
+    """Return the start offsets of windows of ``tile`` pixels covering ``length`` pixels.
+
+    Neighbouring windows overlap by at least ``overlap`` (a fraction of the window); the last
+    window ends at the border.
+    """
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    positions = list(range(0, length - tile, step))
+    positions.append(length - tile)
+    return positions
+
+
+def hann_window(height: int, width: int) -> torch.Tensor:
+    """Return a (height, width) 2-D Hann window, positive everywhere (peak 1 at the centre).
+
+    Blending overlapping windows with it weights each pixel by its distance from a window's
+    border, where the network sees the least context, so tiles join without seams.
+    """
+
+    def one_axis(length: int) -> torch.Tensor:
+        position = (torch.arange(length, dtype=torch.float32) + 0.5) / length
+        return 0.5 - 0.5 * torch.cos(2 * torch.pi * position)
+
+    return one_axis(height)[:, None] * one_axis(width)[None, :]
+
+
+@torch.inference_mode()
+def predict_tiled(logits_fn, image: torch.Tensor, tile: int = 384, overlap: float = 0.25,
+                  batch_size: int = 4) -> torch.Tensor:
+    """Return blended class probabilities (num_classes, h, w) of a sliding-window prediction.
+
+    ``image`` is (3, h, w) on the 0-1 scale; ``logits_fn`` maps (N, 3, t, t) images to
+    (N, C, t, t) float32 logits (e.g. a ``functools.partial`` of :func:`predict_logits`).
+    Windows of ``tile`` pixels overlap by ``overlap``; the softmax of each is accumulated
+    with a Hann weight and divided by the summed weights. Memory: one (C, h, w) accumulator.
+    """
+    _, height, width = image.shape
+    tile_height, tile_width = min(tile, height), min(tile, width)
+    window = hann_window(tile_height, tile_width)
+    windows = [(top, left) for top in tile_positions(height, tile_height, overlap)
+               for left in tile_positions(width, tile_width, overlap)]
+    probabilities = None
+    weights = torch.zeros((height, width))
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start:start + batch_size]
+        batch = torch.stack([image[:, top:top + tile_height, left:left + tile_width]
+                             for top, left in chunk])
+        softmax = logits_fn(batch).float().softmax(1)
+        if probabilities is None:
+            probabilities = torch.zeros((softmax.shape[1], height, width))
+        for (top, left), tile_probabilities in zip(chunk, softmax, strict=True):
+            probabilities[:, top:top + tile_height, left:left + tile_width] += tile_probabilities * window
+            weights[top:top + tile_height, left:left + tile_width] += window
+    return probabilities / weights
+
+
+def onnx_logits(session, images: torch.Tensor) -> torch.Tensor:
+    """Return float32 logits (N, C, H, W) from an onnxruntime session for 0-1 images (N, 3, H, W).
+
+    The same padding to the stride and cropping as :func:`predict_logits`, so the ONNX model
+    (whose input must be a multiple of 32) takes any size.
+    """
+    height, width = images.shape[-2:]
+    batch = pad_to_stride(images.float()).contiguous().numpy()
+    (logits,) = session.run(None, {session.get_inputs()[0].name: batch})
+    return torch.from_numpy(logits)[..., :height, :width]

@@ -24,6 +24,7 @@ MODEL_NAMES = ("unet-effnet-lite0", "unet-mobilenet_v2", "deeplabv3plus-effnet-l
 # trained on inputs scaled to [-1, 1]; torchvision's MobileNetV2 on ImageNet mean/std.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+LITE0_ENCODER = "tu-tf_efficientnet_lite0"
 
 
 class SegmentationModel(nn.Module):
@@ -120,19 +121,29 @@ def build_model(
         net = MiniUNet(num_classes, width=width)
         return SegmentationModel(net, num_classes, mean or IMAGENET_MEAN, std or IMAGENET_STD, name)
     if name in ("unet-effnet-lite0", "deeplabv3plus-effnet-lite0"):
+        # timm's own tf_efficientnet_lite0 (through smp's "tu-" adapter): TF "same" padding and
+        # BatchNorm eps 1e-3, exactly the network the TF weights were trained as. smp's older
+        # "timm-tf_efficientnet_lite0" encoder pads symmetrically with eps 1e-5, which shifts
+        # every pretrained feature.
         if name.startswith("unet"):
-            net = smp.Unet("timm-tf_efficientnet_lite0", encoder_weights=None, classes=num_classes)
+            net = smp.Unet(LITE0_ENCODER, encoder_weights=None, classes=num_classes)
         else:
             if output_stride not in (8, 16):
                 raise ValueError("DeepLabV3+ output_stride must be 8 or 16")
             net = smp.DeepLabV3Plus(
-                "timm-tf_efficientnet_lite0",
+                LITE0_ENCODER,
                 encoder_weights=None,
                 encoder_output_stride=output_stride,
                 classes=num_classes,
             )
         if pretrained:
-            weights.load_encoder_weights(net.encoder, weights.efficientnet_lite0_state_dict())
+            weights.load_encoder_weights(
+                net.encoder.model,
+                weights.efficientnet_lite0_state_dict(),
+                # The classification head (1x1 conv to 1280 channels, its BN, the classifier)
+                # sits after the last feature stage; segmentation decoders never use it.
+                unused=("conv_head.", "bn2.", "classifier."),
+            )
         return SegmentationModel(net, num_classes, LITE_MEAN, LITE_STD, name)
     if name == "unet-mobilenet_v2":
         net = smp.Unet("mobilenet_v2", encoder_weights=None, classes=num_classes)

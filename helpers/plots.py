@@ -14,15 +14,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from .config import project_path
+from .config import output_dir
 from .data import ClassInfo, colorize
 
 DPI = 110
 
 
 def save_fig(fig, name: str, folder: str | Path | None = None) -> Path:
-    """Save a figure as ``figures/<name>.png`` (fixed dpi, tight box) and return the path."""
-    folder = Path(folder) if folder else project_path("figures")
+    """Save a figure as ``figures/<name>.png`` (fixed dpi, tight box) and return the path.
+
+    In the smoke profile the default folder is ``build/smoke/figures`` (see
+    :func:`helpers.config.output_dir`).
+    """
+    folder = Path(folder) if folder else output_dir("figures")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
@@ -177,5 +181,90 @@ def bar_chart(values: dict[str, float], ylabel: str, title: str = "", fmt: str =
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dilation_patterns(dilations: Sequence[int] = (1, 2, 4), kernel_size: int = 3):
+    """Return a figure of where a kernel reads its input at each dilation rate (atrous conv).
+
+    Dots are the ``kernel_size**2`` sampled pixels, the shaded square the field they span:
+    ``(kernel_size - 1) * rate + 1`` pixels wide for the same number of weights.
+    """
+    from matplotlib.patches import Rectangle
+
+    grid = (kernel_size - 1) * max(dilations) + 3
+    centre = grid // 2
+    fig, axes = plt.subplots(1, len(dilations), figsize=(2.9 * len(dilations), 3.1), squeeze=False)
+    for ax, rate in zip(axes[0], dilations, strict=True):
+        field = (kernel_size - 1) * rate + 1
+        start = centre - field // 2 - 0.5
+        ax.add_patch(Rectangle((start, start), field, field, color="tab:blue", alpha=0.15))
+        offsets = (np.arange(kernel_size) - kernel_size // 2) * rate + centre
+        xs, ys = np.meshgrid(offsets, offsets)
+        ax.scatter(xs.ravel(), ys.ravel(), s=60, color="tab:blue", zorder=3)
+        ax.scatter([centre], [centre], s=60, color="tab:red", zorder=4)
+        ax.set_xticks(np.arange(-0.5, grid, 1))
+        ax.set_yticks(np.arange(-0.5, grid, 1))
+        ax.grid(color="0.8", linewidth=0.6)
+        ax.tick_params(labelbottom=False, labelleft=False, length=0)
+        ax.set_xlim(-0.5, grid - 0.5)
+        ax.set_ylim(grid - 0.5, -0.5)
+        ax.set_aspect("equal")
+        ax.set_title(f"rate {rate}: {kernel_size * kernel_size} weights,\n"
+                     f"{field}x{field} pixel field", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def receptive_field_maps(maps: dict[str, np.ndarray], radii: dict[str, float] | None = None,
+                         share: float = 0.5):
+    """Return effective receptive fields side by side (log colour scale, each map scaled to 1).
+
+    ``maps`` holds (H, W) magnitudes, e.g. the input gradient of one centre output pixel;
+    ``radii`` optional radii (pixels) holding ``share`` of each map's total, drawn as circles.
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Circle
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.3 * len(maps), 3.4), squeeze=False)
+    for ax, (label, values) in zip(axes[0], maps.items(), strict=True):
+        values = np.asarray(values, dtype=np.float64)
+        values = values / max(values.max(), 1e-30)
+        ax.imshow(np.maximum(values, 1e-4), cmap="magma", norm=LogNorm(1e-4, 1))
+        height, width = values.shape
+        if radii and label in radii:
+            ax.add_patch(Circle((width / 2, height / 2), radii[label], fill=False, color="cyan",
+                                linewidth=1))
+            label = f"{label}\n{share:.0%} of |gradient| within r = {radii[label]:.0f} px"
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(panels: dict[str, dict[str, dict[str, float]]], fmt: str = "{:.3f}"):
+    """Return one panel per metric with bars grouped by model, one bar per variant.
+
+    ``panels`` maps a panel title (e.g. "mIoU") to ``{group: {variant: value}}``, e.g.
+    ``{"DeepLabV3+": {"no CRF": 0.61, "CRF": 0.62}}``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, groups) in zip(axes[0], panels.items(), strict=True):
+        variants = list(dict.fromkeys(v for values in groups.values() for v in values))
+        width = 0.8 / len(variants)
+        x = np.arange(len(groups))
+        for offset, (variant, color) in enumerate(zip(variants, plt.cm.tab10.colors, strict=False)):
+            values = [groups[g].get(variant, np.nan) for g in groups]
+            bars = ax.bar(x + (offset - (len(variants) - 1) / 2) * width, np.nan_to_num(values),
+                          width, label=variant, color=color)
+            for bar, value in zip(bars, values, strict=True):
+                if np.isfinite(value):
+                    ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), fmt.format(value),
+                            ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, list(groups), fontsize=8)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

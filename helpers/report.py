@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import project_path
+from .config import output_dir, project_path
 
 TABLE_START = "<!-- results-table:start -->"
 TABLE_END = "<!-- results-table:end -->"
@@ -59,8 +59,11 @@ def git_commit() -> str | None:
 
 
 def write_result(name: str, data: dict, profile: str) -> Path:
-    """Write ``results/<name>.json`` with the data plus profile, hardware, commit and date."""
-    path = project_path("results", f"{name}.json")
+    """Write ``results/<name>.json`` with the data plus profile, hardware, commit and date.
+
+    Smoke-profile results go to ``build/smoke/results`` instead.
+    """
+    path = output_dir("results", profile) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,

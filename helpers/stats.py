@@ -63,6 +63,22 @@ def cached_stats(image_paths: list[Path], json_path: str | Path, progress: bool 
     return stats
 
 
+def training_stats(config, image_paths: list[Path], progress: bool = False) -> dict:
+    """Return the statistics of a configuration's training images, cached next to its split.
+
+    The cache is ``data/splits/<dataset>_train_stats.json`` for a full training split, and
+    under ``build/`` for the subsets of the smoke profile, so a quick test never replaces it.
+    """
+    from .config import project_path
+
+    name = "camvid" if config.dataset == "camvid" else (config.split_name or "own")
+    if config.max_train_images is None:
+        path = project_path("data", "splits", f"{name}_train_stats.json")
+    else:
+        path = project_path("build", "stats", f"{name}_{len(image_paths)}_train_stats.json")
+    return cached_stats(image_paths, path, progress=progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.stats", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -47,6 +47,31 @@ class TrainResult:
     stopped_early: bool
 
 
+class EarlyStopping:
+    """Stop when the validation loss has not gone lower for ``patience`` epochs in a row."""
+
+    def __init__(self, patience: int = 7, best_loss: float = math.inf, best_epoch: int = -1,
+                 bad_epochs: int = 0):
+        self.patience = patience
+        self.best_loss, self.best_epoch, self.bad_epochs = best_loss, best_epoch, bad_epochs
+
+    def step(self, val_loss: float, epoch: int) -> bool:
+        """Record an epoch's validation loss; return whether it is a new best."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
+
+
 def run_dir(config: Config) -> Path:
     """Return the default output folder of a run: ``runs/<profile>/<model>``."""
     root = Path(config.runs_dir)
@@ -59,7 +84,7 @@ def class_weights_for(config: Config, train_dataset) -> torch.Tensor | None:
     if config.class_weighting == "none":
         return None
     if config.class_weighting != "median_frequency":
-        raise ValueError(f"class_weighting must be 'none' or 'median_frequency'")
+        raise ValueError("class_weighting must be 'none' or 'median_frequency'")
     counts = class_pixel_counts(train_dataset)
     return torch.tensor(median_frequency_weights(counts), dtype=torch.float32)
 
@@ -67,16 +92,13 @@ def class_weights_for(config: Config, train_dataset) -> torch.Tensor | None:
 def normalization_for(config: Config, train_dataset) -> tuple[tuple, tuple] | tuple[None, None]:
     """Return (mean, std) for the from-scratch model: the statistics of its training images.
 
-    Cached as JSON under ``data/splits/``. Pretrained encoders return (None, None): they keep
-    their pretraining statistics.
+    Pretrained encoders return (None, None): they keep their pretraining statistics.
     """
     if not config.model.startswith("mini-unet"):
         return None, None
-    from .stats import cached_stats
+    from .stats import training_stats
 
-    paths = [image for image, _ in train_dataset.pairs]
-    name = f"{config.dataset if config.dataset == 'camvid' else config.split_name or 'own'}"
-    stats = cached_stats(paths, project_path("data", "splits", f"{name}_stats.json"))
+    stats = training_stats(config, [image for image, _ in train_dataset.pairs])
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
@@ -201,7 +223,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and device.type == "cuda" else None
 
     history: list[dict] = []
-    start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
+    start_epoch = 0
+    stopper = EarlyStopping(config.patience)
     if resume and last_path.is_file():
         state = read_checkpoint(last_path)
         model.load_state_dict(state["state_dict"])
@@ -212,18 +235,26 @@ def fit(
             scaler.load_state_dict(training["scaler"])
         history = training["history"]
         start_epoch = training["epoch"] + 1
-        best_loss, best_epoch, bad_epochs = (training["best_loss"], training["best_epoch"],
-                                             training["bad_epochs"])
+        stopper = EarlyStopping(config.patience, **training["early_stopping"])
         torch.set_rng_state(training["rng"]["torch"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    test_set = datasets.get("test") if config.track_test_each_epoch else None
-    stopped_early = bool(history) and bad_epochs >= config.patience
+    test_set = None
+    if config.track_test_each_epoch:
+        from .data import SegmentationDataset, evenly_spaced
+
+        full = datasets["test"]
+        test_set = SegmentationDataset(evenly_spaced(full.pairs, config.track_test_each_epoch),
+                                       full.classes, full.transform, cache=config.cache_images)
+    stopped_early = False
+    (out_dir / "done.json").unlink(missing_ok=True)
     for epoch in range(start_epoch, config.epochs):
-        if bad_epochs >= config.patience:
+        if stopper.should_stop:
             stopped_early = True
+            if progress:
+                print(f"early stop: no lower validation loss for {config.patience} epochs")
             break
         started = time.perf_counter()
         generator = _seed_epoch(config, epoch, train_set)
@@ -254,21 +285,16 @@ def fit(
         row["seconds"] = time.perf_counter() - started
         history.append(row)
 
-        improved = val["loss"] < best_loss
+        improved = stopper.step(val["loss"], epoch)
         if improved:
-            best_loss, best_epoch, bad_epochs = val["loss"], epoch, 0
             save_checkpoint(best_path, model, config, classes, metrics={"val": _scalars(val)},
                             epoch=epoch + 1)
-        else:
-            bad_epochs += 1
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch,
-            "best_loss": best_loss,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
+            "early_stopping": stopper.state_dict(),
             "history": history,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate()},
@@ -282,9 +308,36 @@ def fit(
                   f"{' *' if improved else ''} | {row['seconds']:.0f}s")
         if epoch_callback is not None:
             epoch_callback(row)
-    else:
-        stopped_early = stopped_early or False
-    return TrainResult(out_dir, best_path, last_path, history, best_epoch + 1, stopped_early)
+    (out_dir / "done.json").write_text(
+        json.dumps({"best_epoch": stopper.best_epoch + 1, "epochs_run": len(history),
+                    "stopped_early": stopped_early}) + "\n"
+    )
+    return TrainResult(out_dir, best_path, last_path, history, stopper.best_epoch + 1, stopped_early)
+
+
+def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Return the best checkpoint of the run a configuration names, training it first if needed.
+
+    A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
+    resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
+    notebook works on its own and re-running one does not train twice.
+    """
+    out_dir = Path(out_dir) if out_dir else run_dir(config)
+    saved = out_dir / "config.json"
+    same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict()
+    if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
+        return out_dir / "best.pt"
+    if not same and out_dir.exists():
+        for name in ("last.pt", "best.pt", "done.json", "history.csv", "history.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    return fit(config, out_dir, resume=same, progress=progress).best_checkpoint
+
+
+def read_history(checkpoint_or_dir: str | Path) -> list[dict]:
+    """Return the per-epoch history of a run (given its folder or one of its checkpoints)."""
+    path = Path(checkpoint_or_dir)
+    folder = path if path.is_dir() else path.parent
+    return json.loads((folder / "history.json").read_text())
 
 
 def _scalars(result: dict) -> dict:

@@ -1,0 +1,154 @@
+"""Export a checkpoint to ONNX and run it with onnxruntime; measure inference latency.
+
+The ONNX model takes what the PyTorch model takes: float32 RGB images on the 0-1 scale, NCHW,
+any batch size, height and width multiples of 32 (the normalization of the encoder is inside
+the graph). It returns float32 logits (N, num_classes, H, W). The file carries everything a
+user needs in its metadata (``metadata_props``): the class names and colours, the model name,
+the input convention and the checkpoint's metrics, so ``--runtime onnx`` in
+:mod:`helpers.predict` and the web app run it without the checkpoint.
+
+Command line::
+
+    python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --out model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_model
+from .data import ClassInfo
+from .inference import STRIDE
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# Worst |logit difference| between onnxruntime and PyTorch (both float32) that the parity
+# check accepts: measured ~1e-4 on CamVid images, logits of magnitude ~10.
+PARITY_ATOL = 2e-3
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = OPSET):
+    """Export a checkpoint to ONNX; return the written path, or the model bytes when ``out`` is None.
+
+    Uses the TorchScript-based exporter (``dynamo=False``), which handles the smp models with
+    dynamic batch, height and width in one pass.
+    """
+    import onnx
+
+    model, info = load_model(checkpoint, "cpu")
+    model = model.float().eval()
+    example = torch.rand(1, 3, 8 * STRIDE, 8 * STRIDE)
+    buffer = io.BytesIO()
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter announces its deprecation; it is chosen on purpose (see above).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (example,), buffer, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    validation = (info.get("metrics") or {}).get("val") or {}
+    metadata = {
+        "format": "helpers-segmentation-onnx/1",
+        "model_name": model.name,
+        "num_classes": str(model.num_classes),
+        "classes": json.dumps(info["classes"].to_dict()),
+        "input": "float32 RGB on the 0-1 scale, NCHW, height and width multiples of 32",
+        "output": "float32 logits (N, num_classes, H, W)",
+        "stride": str(STRIDE),
+        "source_checkpoint": Path(checkpoint).name,
+        "profile": info["config"].profile,
+        "epoch": str(info.get("epoch")),
+        "val_miou": "" if validation.get("miou") is None else f"{validation['miou']:.4f}",
+        "exporter": f"torch {torch.__version__}, opset {opset}",
+    }
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    if out is None:
+        return data
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return out
+
+
+def load_onnx(source: str | Path | bytes, threads: int | None = None):
+    """Return ``(session, metadata)``: an onnxruntime CPU session and the file's metadata dict.
+
+    ``source`` is a path or the model bytes. ``threads`` sets onnxruntime's intra-op threads
+    (default: PyTorch's thread count, so both runtimes use the same cores).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX file (make one with python -m helpers.export)")
+        source = str(path)
+    session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    if "classes" not in metadata:
+        raise ValueError(f"{source if isinstance(source, str) else 'ONNX model'}: no class metadata; "
+                         "export it with python -m helpers.export")
+    return session, metadata
+
+
+def classes_from_metadata(metadata: dict) -> ClassInfo:
+    """Return the label set stored in an exported model's metadata."""
+    return ClassInfo.from_dict(json.loads(metadata["classes"]))
+
+
+def latency_ms(run: Callable[[], object], repetitions: int = 20, warmup: int = 3) -> dict:
+    """Return timings of ``run()`` in milliseconds: median, p90 (of ``repetitions``) and minimum."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        run()
+        times.append(1000 * (time.perf_counter() - start))
+    times.sort()
+    return {"median_ms": statistics.median(times),
+            "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
+            "min_ms": times[0], "repetitions": repetitions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a best.pt written by helpers.train")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=OPSET)
+    args = parser.parse_args(argv)
+    try:
+        start = time.perf_counter()
+        path = export_onnx(args.checkpoint, args.out, args.opset)
+        session, metadata = load_onnx(path)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    classes = classes_from_metadata(metadata)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {metadata['model_name']}, "
+          f"{classes.num_classes} classes) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

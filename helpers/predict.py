@@ -1,0 +1,547 @@
+"""Predict class masks for photos of any size: the API behind the command line and the web app.
+
+:class:`Predictor` loads a checkpoint (or an exported ONNX model) once and turns photos into
+:class:`Prediction` objects: a class-id mask at the photo's full size (after its EXIF
+orientation), each class's share of the picture and the time taken.
+
+Large photos (a 12-megapixel phone photo is 25 times CamVid's 480x360) use one of two
+strategies, both with bounded memory:
+
+* ``resize`` (default): JPEGs are decoded at reduced scale (PIL's draft mode), the network runs
+  once with the long side at ``--max-side`` (480: CamVid's scale, where objects have the sizes
+  the network was trained on), and its logits are upsampled to the full size in horizontal
+  bands (:func:`helpers.inference.upsample_labels`).
+* ``tile`` (``--tile SIZE``): the network slides a SIZE x SIZE window over a larger working
+  scale (long side ``--max-side``, default 960) with overlapping windows blended by Hann
+  weights (:func:`helpers.inference.predict_tiled`). Finer detail (poles, signs, distant
+  people), at the cost of several network passes and objects larger than in training.
+
+``--crf`` refines the labels with a dense CRF (:mod:`helpers.crf`) at the working scale; the
+refined labels are then upsampled by nearest neighbour.
+
+Command line::
+
+    python -m helpers.predict PHOTO_OR_FOLDER... --checkpoint runs/quick/unet-effnet-lite0/best.pt \\
+        --out predictions [--tile 384] [--crf] [--runtime onnx] [--json]
+
+For each photo it writes ``<stem>_mask.png`` (8-bit, one channel, class ids, full size) and
+``<stem>_overlay.jpg`` (the colours over the photo with a legend, long side at most
+``--overlay-max-side``, 0 = full size), and prints each class's share of the pixels. A file
+that cannot be read is reported and skipped; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .data import IMAGE_SUFFIXES, ClassInfo, _to_rgb_array
+from .inference import (
+    amp_dtype,
+    onnx_logits,
+    pick_device,
+    predict_logits,
+    predict_tiled,
+    prepare_model,
+    resize_labels_nearest,
+    upsample_labels,
+    working_size,
+)
+
+RUNTIMES = ("torch", "onnx")
+# Long side of the working scale: CamVid's 480 for one pass; twice that for sliding windows.
+DEFAULT_MAX_SIDE = 480
+DEFAULT_TILE_MAX_SIDE = 960
+DEFAULT_OVERLAP = 0.25
+# Overlays are for looking at: 1600 pixels keep them sharp on a screen, and a 12 MP JPEG then
+# decodes at half scale (4x fewer pixels to decode, blend and write).
+DEFAULT_OVERLAY_MAX_SIDE = 1600
+# Larger images are refused before decoding (a decompression bomb decodes to gigabytes).
+# 60 MP admits every phone camera's photos and stays under PIL's own bomb warning (89 MP).
+DEFAULT_MAX_PIXELS = 60_000_000
+EXIF_ORIENTATION = 0x0112
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than the configured limit (refused before decoding)."""
+
+
+@dataclass
+class Prediction:
+    """The result of one photo: a full-size class-id mask and what the picture is made of."""
+
+    mask: np.ndarray  # (H, W) uint8 class ids at the photo's full size after EXIF orientation
+    classes: ClassInfo
+    shares: np.ndarray  # (num_classes,) fraction of the picture's pixels per class, sums to 1
+    inference_ms: float  # the network alone (all windows in tile mode)
+    total_ms: float  # decoding (when given a file), resizing, network, upsampling, CRF
+    image: np.ndarray  # the photo as decoded, RGB uint8; smaller than the mask for large JPEGs
+    mode: str  # "resize" or "tile"
+    working_size: tuple[int, int]  # (height, width) the network saw
+    crf: bool = False
+    timings: dict = field(default_factory=dict)  # milliseconds per step
+
+    @property
+    def height(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+    def share_by_class(self) -> dict[str, float]:
+        """Return each class's share of the picture's pixels (0-1), by class name."""
+        return {name: float(share) for name, share in zip(self.classes.names, self.shares, strict=True)}
+
+    def overlay(self, max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE, alpha: float = 0.5,
+                legend: bool = True) -> np.ndarray:
+        """Return the photo blended with the class colours, RGB uint8, long side at most ``max_side``.
+
+        ``max_side`` None or 0 means the full mask size. ``legend`` draws the classes present
+        with their shares in the top-left corner.
+        """
+        size = (self.height, self.width)
+        if max_side:
+            size = working_size(self.height, self.width, max_side)
+        image = resize_image(self.image, size)
+        mask = resize_labels_nearest(self.mask, size)
+        picture = blend_colors(image, mask, self.classes, alpha)
+        if legend:
+            draw_legend(picture, self.classes, self.shares)
+        return picture
+
+    def summary(self) -> dict:
+        """Return a JSON-ready summary: size, mode, timings and shares."""
+        return {
+            "width": self.width, "height": self.height, "mode": self.mode,
+            "working_size": list(self.working_size), "crf": self.crf,
+            "inference_ms": round(self.inference_ms, 1), "total_ms": round(self.total_ms, 1),
+            "shares": {k: round(v, 5) for k, v in self.share_by_class().items()},
+        }
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return an RGB uint8 image resized to (height, width).
+
+    Area averaging when shrinking by more than 1.5x (no aliasing), bilinear otherwise (several
+    times faster, and aliasing-free for mild factors).
+    """
+    import cv2
+
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * 1.5 <= image.shape[0] and width * 1.5 <= image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def blend_colors(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: float = 0.5):
+    """Return ``image`` (H, W, 3) blended with the class colours of ``mask`` (H, W), RGB uint8."""
+    import cv2
+
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: classes.num_classes] = np.array(classes.colors, dtype=np.uint8)
+    return cv2.addWeighted(image, 1 - alpha, palette[mask], alpha, 0)
+
+
+def draw_legend(picture: np.ndarray, classes: ClassInfo, shares, min_share: float = 0.001) -> None:
+    """Draw, in place, a legend of the classes covering at least ``min_share`` of the picture.
+
+    Entries are sorted by share: a colour swatch, the class name and its percentage, on a
+    darkened panel in the top-left corner; the text scales with the picture.
+    """
+    import cv2
+
+    entries = [(share, name, color) for share, name, color in
+               zip(shares, classes.names, classes.colors, strict=True) if share >= min_share]
+    entries.sort(reverse=True)
+    if not entries:
+        return
+    height, width = picture.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.35, min(height, width) / 900)
+    thickness = max(1, round(scale * 1.6))
+    labels = [f"{name} {100 * share:.1f}%" for share, name, _ in entries]
+    (text_width, text_height), baseline = max(
+        (cv2.getTextSize(label, font, scale, thickness) for label in labels), key=lambda s: s[0][0])
+    line = int(text_height * 1.9)
+    margin = max(4, line // 3)
+    swatch = text_height + baseline
+    panel_width = min(width, margin * 3 + swatch + text_width)
+    panel_height = min(height, margin * 2 + line * len(entries))
+    panel = picture[:panel_height, :panel_width]
+    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken so text reads
+    for row, ((_, _, color), label) in enumerate(zip(entries, labels, strict=True)):
+        top = margin + row * line + (line - swatch) // 2
+        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch),
+                      tuple(int(c) for c in color), thickness=-1)
+        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch), (255, 255, 255), 1)
+        cv2.putText(picture, label, (margin * 2 + swatch, top + text_height), font, scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Return PNG bytes of a uint8 array: (H, W) one channel, or (H, W, 3) RGB."""
+    import cv2
+
+    if array.ndim == 3:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(array), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
+    """Return JPEG bytes of an RGB uint8 image (H, W, 3)."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+# --------------------------------------------------------------------------- reading photos
+
+
+def read_photo(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = None):
+    """Return ``(image, full_size)``: the photo as RGB uint8 and its (height, width) after EXIF.
+
+    ``source`` is a path, bytes or a file object. With ``max_side`` the image may come back
+    smaller than ``full_size`` (long side at least ``max_side`` when the photo is that large):
+    JPEGs decode directly at 1/2, 1/4 or 1/8 scale (PIL draft mode, several times faster),
+    other formats are decoded and shrunk. Grayscale, palette, RGBA, CMYK and 16-bit images are
+    converted. Raises :class:`ImageTooLarge` over ``max_pixels`` (checked from the header,
+    before decoding) and ``ValueError`` for anything that is not a readable image.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        source = io.BytesIO(source)
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except UnidentifiedImageError as error:
+        raise ValueError("not an image file (unknown format)") from error
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "damaged"
+        raise ValueError(f"not an image file that can be read ({error})") from error
+    with image:
+        stored_width, stored_height = image.size
+        if max_pixels is not None and stored_width * stored_height > max_pixels:
+            raise ImageTooLarge(
+                f"image is {stored_width}x{stored_height} pixels, more than the limit of "
+                f"{max_pixels:,} pixels")
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
+                     else (stored_height, stored_width))
+        if max_side and max(stored_width, stored_height) > max_side and image.format == "JPEG":
+            scale = max_side / max(stored_width, stored_height)
+            image.draft(None, (math.ceil(stored_width * scale), math.ceil(stored_height * scale)))
+        try:
+            image.load()
+            array = _to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
+        except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
+            raise ValueError(f"the image data cannot be decoded ({error})") from error
+    if max_side and max(array.shape[:2]) > 2 * max_side:
+        array = resize_image(array, working_size(*array.shape[:2], max_side))
+    return array, full_size
+
+
+# --------------------------------------------------------------------------- the predictor
+
+
+class Predictor:
+    """A model loaded once, turning RGB photos into full-size class masks.
+
+    ``checkpoint`` is a ``best.pt`` from :mod:`helpers.train`, or with ``runtime="onnx"`` an
+    ``.onnx`` file from :mod:`helpers.export` (a ``.pt`` is then exported in memory first).
+    ``max_side``, ``tile`` and ``overlap`` are the defaults of :meth:`predict` (see the module
+    docstring). Safe to share between threads: network calls take a lock (one at a time keeps
+    memory bounded and the cores to one computation); resizing, upsampling and drawing run in
+    parallel.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None, runtime: str = "torch",
+                 amp: str = "auto", max_side: int | None = None, tile: int | None = None,
+                 overlap: float = DEFAULT_OVERLAP, batch_size: int = 4, threads: int | None = None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise FileNotFoundError(f"{self.checkpoint}: no such checkpoint (train one with "
+                                    "python -m helpers.train, or give the path of a best.pt)")
+        self.runtime = runtime
+        self.max_side, self.tile, self.overlap = max_side, tile, overlap
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._crf_params = None
+        if runtime == "torch":
+            from .checkpoint import load_model
+
+            if self.checkpoint.suffix == ".onnx":
+                raise ValueError(f"{self.checkpoint}: an ONNX file needs runtime 'onnx'")
+            self.device = pick_device(device)
+            model, info = load_model(self.checkpoint, self.device)
+            self.model = prepare_model(model, self.device, channels_last=True)
+            self.dtype = amp_dtype(self.device, amp, model.name)
+            self.classes: ClassInfo = info["classes"]
+            self.model_name = model.name
+            self._logits = partial(predict_logits, self.model, dtype=self.dtype)
+        else:
+            from .export import classes_from_metadata, export_onnx, load_onnx
+
+            self.device, self.dtype = torch.device("cpu"), None
+            source = (self.checkpoint if self.checkpoint.suffix == ".onnx"
+                      else export_onnx(self.checkpoint))
+            self.session, metadata = load_onnx(source, threads)
+            self.classes = classes_from_metadata(metadata)
+            self.model_name = metadata.get("model_name", "")
+            self._logits = partial(onnx_logits, self.session)
+
+    def describe(self) -> dict:
+        """Return what is loaded: model, runtime, precision, classes with colours."""
+        return {"model": self.model_name, "checkpoint": self.checkpoint.name,
+                "runtime": self.runtime, "device": str(self.device),
+                "precision": str(self.dtype or torch.float32).replace("torch.", ""),
+                "classes": [{"name": n, "color": list(c)}
+                            for n, c in zip(self.classes.names, self.classes.colors, strict=True)]}
+
+    def warmup(self) -> None:
+        """Run the network once per orientation of a 4:3 photo at the default working scale.
+
+        The first call at a new input size is several times slower (kernel selection, bf16
+        weight packing); a server calls this before taking requests.
+        """
+        for height, width in (360, 480), (480, 360):
+            self.predict(np.zeros((height, width, 3), dtype=np.uint8))
+
+    def _timed_logits(self, images: torch.Tensor, spent: list[float]) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            start = time.perf_counter()
+            logits = self._logits(images)
+            spent.append(1000 * (time.perf_counter() - start))
+        return logits
+
+    def crf_params(self):
+        """Return the CRF parameters for this checkpoint (:func:`helpers.crf.params_for_checkpoint`)."""
+        crf = _crf_module()
+        if self._crf_params is None:
+            self._crf_params = crf.params_for_checkpoint(self.checkpoint)
+        return self._crf_params
+
+    def predict(self, image: np.ndarray, size: tuple[int, int] | None = None, crf: bool = False,
+                tile: int | None = None, max_side: int | None = None) -> Prediction:
+        """Return the :class:`Prediction` for an RGB uint8 image (h, w, 3).
+
+        ``size`` is the full (H, W) of the photo when ``image`` is a reduced decode of it
+        (same aspect ratio); the mask has that size. ``tile`` (window side in pixels) selects
+        sliding windows; ``max_side`` overrides the working scale.
+        """
+        start = time.perf_counter()
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        size = tuple(size or image.shape[:2])
+        tile = self.tile if tile is None else tile
+        max_side = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
+        working = resize_image(image, working_size(*size, max_side))
+        tensor = torch.from_numpy(working).permute(2, 0, 1).float().div_(255.0)  # channels-last
+        spent: list[float] = []
+        timings = {"resize": 1000 * (time.perf_counter() - start)}
+        logits_fn = partial(self._timed_logits, spent=spent)
+        if tile:
+            scores = predict_tiled(logits_fn, tensor, tile, self.overlap, self.batch_size)
+        else:
+            scores = logits_fn(tensor[None])[0]
+        timings["network"] = sum(spent)
+        step = time.perf_counter()
+        if crf:
+            crf_module = _crf_module()
+            probabilities = scores if tile else scores.softmax(0)
+            params = self.crf_params()
+            if hasattr(params, "for_size"):  # widths are given for a 360x480 frame
+                params = params.for_size(*working.shape[:2])
+            labels = crf_module.refine(working, probabilities.numpy().astype(np.float32), params)
+            mask = resize_labels_nearest(np.asarray(labels, dtype=np.uint8), size)
+        else:
+            mask = upsample_labels(scores, size)
+        counts = np.bincount(mask.ravel(), minlength=self.classes.num_classes)
+        timings["upsample" if not crf else "crf_and_upsample"] = 1000 * (time.perf_counter() - step)
+        return Prediction(
+            mask=mask, classes=self.classes,
+            shares=counts[: self.classes.num_classes] / max(1, mask.size),
+            inference_ms=timings["network"], total_ms=1000 * (time.perf_counter() - start),
+            image=image, mode="tile" if tile else "resize", working_size=working.shape[:2],
+            crf=crf, timings=timings)
+
+    def predict_file(self, source, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE, crf: bool = False,
+                     tile: int | None = None, max_side: int | None = None) -> Prediction:
+        """Return the :class:`Prediction` for a photo file (path, bytes or file object).
+
+        The photo is decoded only as large as the network and an overlay of
+        ``overlay_max_side`` need (0 or None: full size); the mask is always full size.
+        Raises ``ValueError`` for unreadable files and :class:`ImageTooLarge` over ``max_pixels``.
+        """
+        start = time.perf_counter()
+        tile = self.tile if tile is None else tile
+        needed = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
+        decode_side = max(needed, overlay_max_side) if overlay_max_side else None
+        image, full_size = read_photo(source, max_pixels, decode_side)
+        decoded = time.perf_counter()
+        prediction = self.predict(image, full_size, crf=crf, tile=tile, max_side=max_side)
+        prediction.timings = {"decode": 1000 * (decoded - start), **prediction.timings}
+        prediction.total_ms = 1000 * (time.perf_counter() - start)
+        return prediction
+
+
+def _crf_module():
+    try:
+        from . import crf
+    except ImportError as error:
+        raise RuntimeError(f"CRF refinement needs helpers/crf.py and pydensecrf2 ({error})") from error
+    return crf
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def collect_photos(paths: list[str]) -> list[Path]:
+    """Return the photos named on the command line: files as given, folders' images (sorted).
+
+    Files are kept whatever their suffix (an unreadable one is reported when read); folders
+    contribute their files with an image suffix, not recursively. Raises FileNotFoundError
+    for a path that does not exist.
+    """
+    photos: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            photos.extend(sorted(p for p in path.iterdir()
+                                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            photos.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return photos
+
+
+def output_stems(photos: list[Path]) -> list[str]:
+    """Return one output name per photo: its stem, with ``-2``, ``-3`` ... when stems repeat."""
+    seen: dict[str, int] = {}
+    stems = []
+    for photo in photos:
+        count = seen.get(photo.stem, 0) + 1
+        seen[photo.stem] = count
+        stems.append(photo.stem if count == 1 else f"{photo.stem}-{count}")
+    return stems
+
+
+def write_outputs(prediction: Prediction, out_dir: Path, stem: str,
+                  overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE) -> tuple[Path, Path]:
+    """Write ``<stem>_mask.png`` (class ids) and ``<stem>_overlay.jpg``; return their paths."""
+    mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.jpg"
+    mask_path.write_bytes(encode_png(prediction.mask))
+    overlay_path.write_bytes(encode_jpeg(prediction.overlay(overlay_max_side)))
+    return mask_path, overlay_path
+
+
+def format_shares(prediction: Prediction, min_share: float = 0.001) -> str:
+    """Return the classes covering at least ``min_share`` of the picture, largest first."""
+    shares = sorted(prediction.share_by_class().items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {100 * share:.1f}%" for name, share in shares if share >= min_share)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos and/or folders of photos")
+    parser.add_argument("--checkpoint", required=True,
+                        help="best.pt from helpers.train (or a .onnx file with --runtime onnx)")
+    parser.add_argument("--out", required=True, help="folder for the masks and overlays")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help=f"long side of the working scale (default {DEFAULT_MAX_SIDE}, "
+                             f"{DEFAULT_TILE_MAX_SIDE} with --tile)")
+    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                        help="sliding windows of SIZE pixels at the working scale, e.g. 384")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help="overlap of neighbouring windows, a fraction of SIZE")
+    parser.add_argument("--crf", action="store_true", help="refine the labels with a dense CRF")
+    parser.add_argument("--overlay-max-side", type=int, default=DEFAULT_OVERLAY_MAX_SIDE,
+                        help="long side of the overlay picture (0 = the photo's full size)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse larger images (decompression-bomb guard)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        photos = collect_photos(args.paths)
+        predictor = Predictor(args.checkpoint, device=args.device, runtime=args.runtime,
+                              max_side=args.max_side, tile=args.tile, overlap=args.overlap,
+                              threads=args.threads)
+        if args.crf:
+            predictor.crf_params()  # fail now, not on every photo, when the CRF is unavailable
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not photos:
+        print("error: no photos found in " + ", ".join(args.paths), file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, failures = [], 0
+    bar = tqdm(list(zip(photos, output_stems(photos), strict=True)), desc="predicting",
+               unit="photo", disable=args.no_progress or len(photos) < 2, file=sys.stderr)
+    for photo, stem in bar:
+        try:
+            prediction = predictor.predict_file(photo, args.max_pixels, args.overlay_max_side,
+                                                crf=args.crf)
+            mask_path, overlay_path = write_outputs(prediction, out_dir, stem, args.overlay_max_side)
+        except (ValueError, OSError) as error:
+            failures += 1
+            results.append({"file": str(photo), "error": str(error)})
+            tqdm.write(f"{photo}: skipped: {error}", file=sys.stderr)
+            continue
+        results.append({"file": str(photo), "mask": str(mask_path), "overlay": str(overlay_path),
+                        **prediction.summary()})
+        if not args.json:
+            tqdm.write(f"{photo} ({prediction.width}x{prediction.height}, "
+                       f"{prediction.total_ms:.0f} ms): {format_shares(prediction)}")
+    bar.close()
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "runtime": args.runtime,
+                          "classes": predictor.classes.to_dict()["classes"],
+                          "photos": results, "failed": failures}, indent=2))
+    elif failures:
+        print(f"{failures} of {len(photos)} file(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

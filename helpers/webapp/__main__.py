@@ -1,0 +1,61 @@
+"""Serve the web app with waitress: ``python -m helpers.webapp --checkpoint CKPT``.
+
+Listens on 127.0.0.1:5000 by default (``--host 0.0.0.0`` to serve a network). Request bodies
+up to the upload limit are buffered in memory by waitress, never in temporary files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.webapp", description=__doc__)
+    parser.add_argument("--checkpoint", required=True,
+                        help="best.pt from helpers.train (or a .onnx file with --runtime onnx)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--max-upload-mb", type=float, default=25.0,
+                        help="larger request bodies get 413")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="larger images get 413 before decoding (default 60 million)")
+    parser.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="CPU threads for the network (default: PyTorch's choice)")
+    args = parser.parse_args(argv)
+
+    import torch
+    import waitress
+
+    from ..predict import DEFAULT_MAX_PIXELS, Predictor
+    from .app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    max_upload_bytes = int(args.max_upload_mb * 2**20)
+    try:
+        predictor = Predictor(args.checkpoint, runtime=args.runtime)
+        predictor.warmup()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app = create_app(predictor, max_upload_bytes=max_upload_bytes,
+                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    # Waitress reads whole request bodies before the app sees them. Bodies (and answers) up to
+    # the limit stay in memory instead of spilling to temporary files; a body a little over
+    # the limit still reaches Flask, which answers 413 with a message.
+    buffer = max_upload_bytes + 2**20
+    print(f"serving {predictor.model_name} ({args.runtime}) on http://{args.host}:{args.port}",
+          flush=True)
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads,
+                   max_request_body_size=buffer, inbuf_overflow=buffer,
+                   outbuf_overflow=max(buffer, 64 * 2**20), ident="campus-segmentation")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

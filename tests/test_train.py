@@ -1,0 +1,93 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import checkpoint, train
+from helpers.config import load_config
+from helpers.data import CAMVID_CLASSES, IGNORE_INDEX, build_datasets
+from helpers.evaluate import evaluate
+from helpers.evaluate import main as evaluate_main
+
+
+def test_checkpoint_describes_itself(smoke_run):
+    model, info = checkpoint.load_model(smoke_run.best_checkpoint)
+    assert model.name == "unet-effnet-lite0" and model.num_classes == 11
+    assert info["classes"].names == CAMVID_CLASSES.names
+    assert info["classes"].colors == CAMVID_CLASSES.colors
+    assert info["config"].profile == "smoke" and info["config"].lr == 1e-3
+    assert "miou" in info["metrics"]["val"] and info["versions"]["torch"] == torch.__version__
+    payload = checkpoint.read_checkpoint(smoke_run.best_checkpoint)
+    assert payload["ignore_index"] == IGNORE_INDEX
+    assert payload["model"]["mean"] == [0.5, 0.5, 0.5]
+    assert payload["training_state"] is None  # only last.pt carries the optimizer state
+    rows = (smoke_run.out_dir / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(smoke_run.history) == 3
+    assert set(smoke_run.history[0]) >= {"train_loss", "val_loss", "val_miou", "val_dice", "lr"}
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(smoke_run, tmp_path):
+    config = load_config("smoke", "unet-effnet-lite0")
+
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(config, tmp_path, progress=False, epoch_callback=interrupt)
+    assert json.loads((tmp_path / "history.json").read_text())[0]["epoch"] == 1
+    resumed = train.fit(config, tmp_path, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    for ours, theirs in zip(resumed.history, smoke_run.history, strict=True):
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+    a = checkpoint.read_checkpoint(resumed.last_checkpoint)["state_dict"]
+    b = checkpoint.read_checkpoint(smoke_run.last_checkpoint)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_counts_epochs_without_a_lower_loss():
+    stopper = train.EarlyStopping(patience=3)
+    improved = [stopper.step(loss, epoch) for epoch, loss in enumerate([1.0, 0.8, 0.9, 0.8, 0.85])]
+    assert improved == [True, True, False, False, False]
+    assert stopper.should_stop and stopper.best_epoch == 1 and stopper.best_loss == 0.8
+    resumed = train.EarlyStopping(3, **train.EarlyStopping(3, 0.5, 4, 2).state_dict())
+    assert not resumed.should_stop and resumed.step(0.6, 7) is False and resumed.should_stop
+
+
+def test_evaluation_scores_every_labelled_pixel_once_and_never_padding(smoke_checkpoint):
+    model, info = checkpoint.load_model(smoke_checkpoint)
+    test_set = build_datasets(info["config"])["test"]
+    labelled = sum(int((test_set.load(i)[1] != IGNORE_INDEX).sum()) for i in range(len(test_set)))
+    result = evaluate(model, test_set, batch_size=2, progress=False)
+    assert test_set[0][0].shape[-2:] == (384, 480)  # padded for the encoder...
+    assert result["pixels"] == int(result["confusion_matrix"].sum()) == labelled  # ...never scored
+    assert 0.0 <= result["miou"] <= 1.0 and math.isfinite(result["loss"])
+    flipped = evaluate(model, test_set, batch_size=4, tta_flip=True, progress=False)
+    assert flipped["pixels"] == labelled and not np.allclose(flipped["iou"], result["iou"], equal_nan=True)
+
+
+def test_ensure_trained_reuses_a_finished_run(smoke_run):
+    config = load_config("smoke", "unet-effnet-lite0")
+    before = smoke_run.best_checkpoint.stat().st_mtime_ns
+    assert train.ensure_trained(config, smoke_run.out_dir, progress=False) == smoke_run.best_checkpoint
+    assert smoke_run.best_checkpoint.stat().st_mtime_ns == before
+
+
+def test_evaluate_command_prints_json(smoke_checkpoint, capsys):
+    assert evaluate_main(["--checkpoint", str(smoke_checkpoint), "--split", "val", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 4 and len(printed["iou"]) == 11
+    assert evaluate_main(["--checkpoint", "missing.pt"]) == 2
+
+
+def test_mini_unet_trains_with_dataset_statistics(camvid_dir, tmp_path, monkeypatch):
+    config = load_config("smoke", "mini-unet")
+    assert config.weight_decay == 5e-4
+    result = train.fit(config, tmp_path, progress=False)
+    model, info = checkpoint.load_model(result.best_checkpoint)
+    mean = model.mean.flatten().tolist()
+    assert mean != pytest.approx([0.485, 0.456, 0.406]) and all(0.2 < m < 0.6 for m in mean)
+    assert all(math.isfinite(r["train_loss"]) for r in result.history)

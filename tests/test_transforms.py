@@ -1,0 +1,46 @@
+import numpy as np
+
+from helpers import data, transforms
+from helpers.config import load_config
+from helpers.data import IGNORE_INDEX
+
+
+def test_train_transform_keeps_masks_inside_the_label_set(camvid_dir):
+    pairs = data.camvid_pairs(camvid_dir, "train")[:6]
+    dataset = data.SegmentationDataset(pairs, data.CAMVID_CLASSES, transforms.train_transform((256, 256)))
+    dataset.transform.set_random_seed(0)
+    allowed = set(range(11)) | {IGNORE_INDEX}
+    rotated_border_seen = False
+    for _ in range(4):
+        for index in range(len(dataset)):
+            image, mask = dataset[index]
+            assert image.shape == (3, 256, 256) and image.dtype.is_floating_point
+            assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+            assert mask.shape == (256, 256) and str(mask.dtype) == "torch.int64"
+            assert set(mask.unique().tolist()) <= allowed
+            raw_void = (dataset.load(index)[1] == IGNORE_INDEX).mean()
+            rotated_border_seen |= float((mask == IGNORE_INDEX).float().mean()) > raw_void + 0.05
+    assert rotated_border_seen  # rotation corners are filled with the ignore index
+
+
+def test_eval_transform_pads_to_32_with_ignore_and_is_deterministic(camvid_dir):
+    pairs = data.camvid_pairs(camvid_dir, "val")[:2]
+    dataset = data.SegmentationDataset(pairs, data.CAMVID_CLASSES, transforms.eval_transform())
+    image, mask = dataset[0]
+    assert image.shape == (3, 384, 480) and mask.shape == (384, 480)
+    assert (mask[360:] == IGNORE_INDEX).all() and float(image[:, 360:].abs().sum()) == 0.0
+    original_image, original_mask = dataset.load(0)
+    np.testing.assert_array_equal(mask[:360].numpy(), original_mask)
+    np.testing.assert_allclose(image[:, :360].permute(1, 2, 0).numpy() * 255, original_image, atol=1e-3)
+    again_image, again_mask = dataset[0]
+    assert (again_mask == mask).all() and (again_image == image).all()
+
+
+def test_smoke_datasets_use_official_splits_and_limits(camvid_dir):
+    config = load_config("smoke")
+    datasets = data.build_datasets(config)
+    assert [len(datasets[s]) for s in ("train", "val", "test")] == [8, 4, 4]
+    train_names = {p[0].name for p in datasets["train"].pairs}
+    test_names = {p[0].name for p in datasets["test"].pairs}
+    assert not train_names & test_names
+    assert all(p[0].parent.name == "test" for p in datasets["test"].pairs)
