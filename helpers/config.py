@@ -102,9 +102,11 @@ PROFILES: dict[str, Config] = {
         max_val_images=4,
         max_test_images=4,
         width=8,
+        track_test_each_epoch=4,
     ),
     # The CPU main job: the whole report in about half an hour on 2 cores.
-    "quick": Config(profile="quick", crop_size=(256, 256), batch_size=4, epochs=12, width=32),
+    "quick": Config(profile="quick", crop_size=(256, 256), batch_size=4, epochs=12, width=32,
+                    track_test_each_epoch=60),
     # A GPU run at full length and resolution.
     "full": Config(
         profile="full",
@@ -113,6 +115,7 @@ PROFILES: dict[str, Config] = {
         epochs=80,
         width=64,
         num_workers=None,
+        track_test_each_epoch=233,
     ),
 }
 

@@ -494,6 +494,21 @@ def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
     return target
 
 
+def find_campus() -> Path:
+    """Return the folder of campus phone photos: ``$CAMPUS_DIR``, else ``../shared/data/campus``
+    beside the repository, else ``data/campus``."""
+    candidates = [os.environ.get("CAMPUS_DIR"),
+                  project_path().parent / "shared" / "data" / "campus",
+                  project_path("data", "campus")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise FileNotFoundError(
+        "campus photos not found: set CAMPUS_DIR or put the photos in data/campus/ "
+        "(any phone photos work)"
+    )
+
+
 def camvid_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     """Return the (image, mask) pairs of an official CamVid split."""
     if split not in CAMVID_SPLITS:

@@ -95,6 +95,48 @@ def evaluate(
     return result
 
 
+def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
+                        device=None, progress: bool = True) -> dict:
+    """Load a checkpoint and score it on a split of the dataset it was trained on."""
+    from .checkpoint import load_model
+    from .data import build_datasets
+    from .inference import pick_device, prepare_model
+
+    device = pick_device(device)
+    model, info = load_model(checkpoint)
+    config = info["config"]
+    model = prepare_model(model, device, config.channels_last)
+    dataset = build_datasets(config)[split]
+    return evaluate(model, dataset, config.batch_size, amp_dtype(device, config.amp, model.name),
+                    tta_flip=tta_flip, progress=progress, desc=f"{split}{' + flip' if tta_flip else ''}")
+
+
+@torch.no_grad()
+def time_inference(model, batch_size: int = 1, height: int = 360, width: int = 480,
+                   repeats: int = 10, warmup: int = 3, dtype=None) -> dict:
+    """Return inference speed through the project's inference path on random input.
+
+    ``{"ms_per_batch", "ms_per_image", "images_per_second"}``: the median over ``repeats``
+    timed calls after ``warmup`` untimed ones.
+    """
+    import statistics
+    import time
+
+    device = next(model.parameters()).device
+    images = torch.rand(batch_size, 3, height, width, device=device)
+    times = []
+    for index in range(warmup + repeats):
+        started = time.perf_counter()
+        predict_logits(model, images, dtype=dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
+    per_batch = statistics.median(times)
+    return {"ms_per_batch": 1000 * per_batch, "ms_per_image": 1000 * per_batch / batch_size,
+            "images_per_second": batch_size / per_batch}
+
+
 def public_metrics(result: dict) -> dict:
     """Return an evaluation result without tensors, ready for JSON."""
     out = {k: v for k, v in result.items() if not isinstance(v, torch.Tensor)}
@@ -104,8 +146,6 @@ def public_metrics(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_model
-    from .data import build_datasets
-    from .inference import pick_device, prepare_model
 
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,20 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     args = parser.parse_args(argv)
     try:
-        model, info = load_model(args.checkpoint)
+        _, info = load_model(args.checkpoint)
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    device = pick_device(args.device)
-    config = info["config"]
-    model = prepare_model(model, device, config.channels_last)
-    dataset = build_datasets(config)[args.split]
-    result = evaluate(model, dataset, config.batch_size,
-                      amp_dtype(device, config.amp, model.name), tta_flip=args.tta)
     if args.json:
         print(json.dumps(public_metrics(result), indent=2))
         return 0
-    print(f"{model.name} on {args.split} ({result['images']} images, {device})")
+    print(f"{info['config'].model} on {args.split} ({result['images']} images)")
     print(f"  mIoU            {result['miou']:.4f}")
     print(f"  pixel accuracy  {result['pixel_accuracy']:.4f}")
     print(f"  Dice (macro)    {result['dice']:.4f}")

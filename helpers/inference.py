@@ -149,8 +149,8 @@ def upsample_labels(scores: torch.Tensor, size: tuple[int, int], band_rows: int 
     ``scores`` are (num_classes, h, w) logits or probabilities at the working scale and
     ``size`` is the full (H, W). The result equals ``F.interpolate(scores, size,
     mode="bilinear").argmax(0)`` (up to float rounding and ties) without ever holding
-    num_classes x H x W floats: the scores are upsampled along the width once ((C, h, W)
-    floats), then the output is filled in bands of ``band_rows`` rows.
+    num_classes x H x W floats: the output is built in bands of ``band_rows`` rows, each from
+    the few source rows it needs, upsampled along the width ((C, rows, W) floats per band).
 
     Between two source rows the scores change linearly, so the label can switch only where
     the labels of the two rows differ (a class that wins at both ends wins at every blend of
@@ -158,17 +158,34 @@ def upsample_labels(scores: torch.Tensor, size: tuple[int, int], band_rows: int 
     instead of per output row. Only where a third class would overtake both at t* (rare) are
     the output pixels interpolated and compared class by class.
     """
-    num_classes, height, width = scores.shape
+    height, width = scores.shape[1:]
     out_height, out_width = size
     scores = scores.float()
-    if width != out_width:
-        wide = F.interpolate(scores[None], size=(height, out_width), mode="bilinear",
-                             align_corners=False)[0]
-    else:
-        wide = scores.contiguous()
-    flat = wide.reshape(num_classes, -1)
-    row_labels = wide.max(0).indices  # (h, W)
-    # switch[r, x]: the weight t of row r + 1 at which column x's label turns from row r's to
+    lower, upper, weight = _source_rows(out_height, height)
+    labels = torch.empty((out_height, out_width), dtype=torch.uint8)
+    for start in range(0, out_height, band_rows):
+        stop = min(out_height, start + band_rows)
+        first_row, last_row = int(lower[start]), int(upper[stop - 1])
+        rows = scores[:, first_row:last_row + 1]
+        if width != out_width:  # along the width only: rows are independent, so bands are exact
+            rows = F.interpolate(rows[None], size=(rows.shape[1], out_width), mode="bilinear",
+                                 align_corners=False)[0]
+        _fill_band(rows.contiguous(), lower[start:stop] - first_row, upper[start:stop] - first_row,
+                   weight[start:stop], labels[start:stop])
+    return labels.numpy()
+
+
+def _fill_band(rows: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, weight: torch.Tensor,
+               out: torch.Tensor) -> None:
+    """Write into ``out`` (n, W) the argmax of ``rows`` (C, r, W) blended along the height.
+
+    Output row i blends source rows ``lower[i]`` and ``upper[i]`` with weight ``weight[i]``
+    on the upper one (see :func:`upsample_labels`).
+    """
+    num_classes, height, out_width = rows.shape
+    flat = rows.reshape(num_classes, -1)
+    row_labels = rows.max(0).indices  # (r, W)
+    # switch[r, x]: the weight of row r + 1 at which column x's label turns from row r's to
     # row r + 1's; inf where both rows agree, NaN where a third class wins somewhere between.
     switch = torch.full((max(1, height - 1), out_width), float("inf"))
     gap_rows, gap_columns = torch.nonzero(row_labels[:-1] != row_labels[1:], as_tuple=True)
@@ -189,25 +206,16 @@ def upsample_labels(scores: torch.Tensor, size: tuple[int, int], band_rows: int 
         t[overtaken] = float("nan")
         third_class = bool(overtaken.any())
         switch[gap_rows, gap_columns] = t
-    lower, upper, weight = _source_rows(out_height, height)
+    threshold = switch.index_select(0, lower.clamp(max=switch.shape[0] - 1))
     row_labels = row_labels.to(torch.uint8)
-    labels = torch.empty((out_height, out_width), dtype=torch.uint8)
-    for start in range(0, out_height, band_rows):
-        stop = min(out_height, start + band_rows)
-        band_lower, band_upper = lower[start:stop], upper[start:stop]
-        threshold = switch.index_select(0, band_lower.clamp(max=switch.shape[0] - 1))
-        band = labels[start:stop]
-        torch.where(weight[start:stop, None] <= threshold, row_labels.index_select(0, band_lower),
-                    row_labels.index_select(0, band_upper), out=band)
-        if not third_class:
-            continue
-        rows, columns = torch.nonzero(threshold.isnan(), as_tuple=True)
-        if rows.numel():
-            top = flat.index_select(1, band_lower[rows] * out_width + columns)
-            bottom = flat.index_select(1, band_upper[rows] * out_width + columns)
-            top.lerp_(bottom, weight[start:stop][rows])
-            band[rows, columns] = top.max(0).indices.to(torch.uint8)
-    return labels.numpy()
+    torch.where(weight[:, None] <= threshold, row_labels.index_select(0, lower),
+                row_labels.index_select(0, upper), out=out)
+    if third_class:
+        out_rows, columns = torch.nonzero(threshold.isnan(), as_tuple=True)
+        top = flat.index_select(1, lower[out_rows] * out_width + columns)
+        bottom = flat.index_select(1, upper[out_rows] * out_width + columns)
+        top.lerp_(bottom, weight[out_rows])
+        out[out_rows, columns] = top.max(0).indices.to(torch.uint8)
 
 
 def resize_labels_nearest(labels, size: tuple[int, int]):

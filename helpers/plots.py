@@ -111,7 +111,7 @@ def iou_bars(ious: dict[str, Sequence[float]], class_names: Sequence[str], title
     width = 0.8 / count
     x = np.arange(len(class_names))
     for offset, (label, values) in enumerate(ious.items()):
-        values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+        values = np.nan_to_num(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
         ax.bar(x + (offset - (count - 1) / 2) * width, values, width, label=label)
     ax.set_xticks(x, class_names, rotation=30, ha="right")
     ax.set_ylim(0, 1)

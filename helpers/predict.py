@@ -383,11 +383,11 @@ class Predictor:
             mask = resize_labels_nearest(np.asarray(labels, dtype=np.uint8), size)
         else:
             mask = upsample_labels(scores, size)
-        counts = np.bincount(mask.ravel(), minlength=self.classes.num_classes)
+        counts = class_counts(mask, self.classes.num_classes)
         timings["upsample" if not crf else "crf_and_upsample"] = 1000 * (time.perf_counter() - step)
         return Prediction(
             mask=mask, classes=self.classes,
-            shares=counts[: self.classes.num_classes] / max(1, mask.size),
+            shares=counts / max(1, mask.size),
             inference_ms=timings["network"], total_ms=1000 * (time.perf_counter() - start),
             image=image, mode="tile" if tile else "resize", working_size=working.shape[:2],
             crf=crf, timings=timings)
@@ -411,6 +411,17 @@ class Predictor:
         prediction.timings = {"decode": 1000 * (decoded - start), **prediction.timings}
         prediction.total_ms = 1000 * (time.perf_counter() - start)
         return prediction
+
+
+def class_counts(mask: np.ndarray, num_classes: int, band_rows: int = 512) -> np.ndarray:
+    """Return the pixel count of each class id in a (H, W) uint8 mask, length ``num_classes``.
+
+    Counted in bands: ``np.bincount`` copies its input to 64-bit integers, 8 bytes per pixel.
+    """
+    counts = np.zeros(256, dtype=np.int64)
+    for start in range(0, mask.shape[0], band_rows):
+        counts += np.bincount(mask[start:start + band_rows].ravel(), minlength=256)
+    return counts[:num_classes]
 
 
 def _crf_module():

@@ -77,9 +77,66 @@ def write_result(name: str, data: dict, profile: str) -> Path:
     return path
 
 
+def model_result(checkpoint, test: dict, test_tta: dict | None = None) -> dict:
+    """Return the results entry of a trained model: its test metrics, size, cost and history."""
+    import json as _json
+
+    from .checkpoint import load_model
+    from .evaluate import public_metrics
+    from .models import count_flops, count_parameters
+
+    model, info = load_model(checkpoint)
+    folder = Path(checkpoint).parent
+    history = _json.loads((folder / "history.json").read_text()) if (folder / "history.json").is_file() else []
+    data = {
+        "model": model.name,
+        "checkpoint": str(Path(checkpoint).relative_to(project_path()))
+        if Path(checkpoint).resolve().is_relative_to(project_path()) else str(checkpoint),
+        "config": info["config"].to_dict(),
+        "parameters": count_parameters(model),
+        "flops": count_flops(model, 360, 480),
+        "best_epoch": info["epoch"],
+        "epochs_run": len(history),
+        "train_seconds": sum(row.get("seconds", 0.0) for row in history),
+        "history": history,
+        "test": public_metrics(test),
+    }
+    if test_tta is not None:
+        data["test_flip_tta"] = public_metrics(test_tta)
+    return data
+
+
+def ensure_result(config, progress: bool = True) -> dict:
+    """Return a model's results entry, training and evaluating it on test first if needed.
+
+    The entry (``results/<model>.json``) is reused while it belongs to the current best
+    checkpoint of the configuration's run; otherwise the model is (re)scored, with and without
+    flip TTA, and the entry rewritten.
+    """
+    from .evaluate import evaluate_checkpoint
+    from .train import ensure_trained
+
+    best = ensure_trained(config, progress=progress)
+    stamp = best.stat().st_mtime_ns
+    existing = read_results().get(config.model)
+    if existing and existing.get("checkpoint_mtime_ns") == stamp:
+        return existing
+    test = evaluate_checkpoint(best, "test", progress=progress)
+    test_tta = evaluate_checkpoint(best, "test", tta_flip=True, progress=progress)
+    data = model_result(best, test, test_tta) | {"checkpoint_mtime_ns": stamp}
+    write_result(config.model, data, config.profile)
+    return read_results()[config.model]
+
+
+def checkpoint_of(result: dict) -> Path:
+    """Return the checkpoint path a results entry was computed from."""
+    path = Path(result["checkpoint"])
+    return path if path.is_absolute() else project_path(result["checkpoint"])
+
+
 def read_results(folder: str | Path | None = None) -> dict[str, dict]:
-    """Return every ``results/*.json`` by name."""
-    folder = Path(folder) if folder else project_path("results")
+    """Return every ``results/*.json`` by name (``build/smoke/results`` in the smoke profile)."""
+    folder = Path(folder) if folder else output_dir("results")
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
