@@ -20,9 +20,6 @@ from pathlib import Path
 
 from .config import output_dir, project_path
 
-TABLE_START = "<!-- results-table:start -->"
-TABLE_END = "<!-- results-table:end -->"
-
 
 def hardware() -> dict:
     """Return a description of the machine: CPU model and cores, GPU if any, torch threads."""
@@ -176,18 +173,68 @@ def results_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def update_readme(readme: str | Path | None = None) -> bool:
-    """Rewrite the table between the README's results-table markers; return whether it changed."""
+def flaws_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of the original study's evaluation flaws, measured."""
+    comparison = results.get("comparison")
+    if not comparison:
+        return "_Run `make report` to measure._"
+    flaws = comparison["flaws"]
+    models = list(flaws)
+    rows = ["| Measure | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for measure in flaws[models[0]]:
+        rows.append(f"| {measure} | " + " | ".join(_fmt(flaws[m][measure]) for m in models) + " |")
+    selection = comparison.get("model_selection", {})
+    for key in ("its test-subset mIoU", "its test-subset mIoU (optimistic)"):
+        if all(key in selection.get(m, {}) for m in models):
+            label = ("test-subset mIoU, epoch chosen on validation (correct)" if "optimistic" not in key
+                     else "test-subset mIoU, epoch chosen on test (no held-out protocol)")
+            rows.append(f"| {label} | " + " | ".join(_fmt(selection[m][key]) for m in models) + " |")
+    noise = comparison.get("validation_flip_noise", {}).get("validation loss")
+    if noise:
+        values = [v for k, v in noise.items() if k.startswith("random")]
+        rows.append(f"| validation loss under random flips, 3 draws (original) | "
+                    f"{min(values):.4f} – {max(values):.4f} | – |")
+    hardware = comparison["hardware"]["summary"]
+    return "\n".join(rows) + f"\n\n_Profile `{comparison['profile']}`, {hardware}, commit {comparison['git_commit']}._"
+
+
+def benchmarks_table(results: dict[str, dict]) -> str:
+    """Return the Markdown list of benchmark figures found in ``results/benchmark_*.json``."""
+    lines = []
+    for name, result in results.items():
+        if not name.startswith("benchmark_"):
+            continue
+        summary = result.get("summary") or {k: v for k, v in result.items()
+                                            if isinstance(v, int | float) and k != "git_commit"}
+        figures = ", ".join(f"{k.replace('_', ' ')} **{v:.2f}**" if isinstance(v, float)
+                            else f"{k.replace('_', ' ')} **{v}**" for k, v in summary.items())
+        lines.append(f"- `{name.removeprefix('benchmark_')}` ({result['hardware']['summary']}, "
+                     f"commit {result['git_commit']}): {figures}")
+    return "\n".join(lines) or "_Run `make benchmarks` to measure._"
+
+
+BLOCKS = {"results-table": results_table, "flaws-table": flaws_table,
+          "benchmarks": benchmarks_table}
+
+
+def update_readme(readme: str | Path | None = None, results_folder: str | Path | None = None) -> bool:
+    """Rewrite every generated block of the README (between ``<!-- NAME:start/end -->``).
+
+    Returns whether the file changed. Blocks: results-table, flaws-table, benchmarks.
+    """
     readme = Path(readme) if readme else project_path("README.md")
-    text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise ValueError(f"{readme} has no {TABLE_START} ... {TABLE_END} markers")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    new = f"{head}{TABLE_START}\n{results_table(read_results())}\n{TABLE_END}{tail}"
-    if new != text:
-        readme.write_text(new)
-    return new != text
+    text = original = readme.read_text()
+    results = read_results(results_folder)
+    for name, render in BLOCKS.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in text or end not in text:
+            continue
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{render(results)}\n{end}{tail}"
+    if text != original:
+        readme.write_text(text)
+    return text != original
 
 
 def main(argv: list[str] | None = None) -> int:
