@@ -268,3 +268,30 @@ def grouped_bars(panels: dict[str, dict[str, dict[str, float]]], fmt: str = "{:.
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def overlay_columns(images, columns: dict[str, Sequence[np.ndarray]], classes: ClassInfo,
+                    alpha: float = 0.5, cell_width: float = 3.4):
+    """Return a grid of photos (rows) and their masks drawn over them (one column per mask set).
+
+    Unlike :func:`prediction_grid`, cells take the photos' aspect ratio, so portrait phone
+    photos fill them. ``columns`` maps a column title to one mask per image (same size as it).
+    """
+    rows, cols = len(images), 1 + len(columns)
+    aspect = max(image.shape[0] / image.shape[1] for image in images)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_width * cols, cell_width * aspect * rows + 0.6),
+                             squeeze=False)
+    for row, image in enumerate(images):
+        axes[row, 0].imshow(image)
+        for col, (title, masks) in enumerate(columns.items(), start=1):
+            axes[row, col].imshow(overlay(image, masks[row], classes, alpha))
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=9)
+        if row == 0:
+            axes[row, 0].set_title("photo", fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.legend(handles=legend_handles(classes), loc="lower center", ncol=6, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.5 / (cell_width * aspect * rows + 0.6), 1, 1))
+    return fig

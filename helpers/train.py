@@ -80,13 +80,20 @@ def run_dir(config: Config) -> Path:
 
 
 def class_weights_for(config: Config, train_dataset) -> torch.Tensor | None:
-    """Return the cross-entropy class weights the configuration asks for (or None)."""
+    """Return the cross-entropy class weights the configuration asks for (or None).
+
+    ``median_frequency`` is SegNet's ``median(freq) / freq``; ``sqrt_median_frequency`` its
+    square root, a softer balance that over-predicts rare classes less on short schedules.
+    """
     if config.class_weighting == "none":
         return None
-    if config.class_weighting != "median_frequency":
-        raise ValueError("class_weighting must be 'none' or 'median_frequency'")
-    counts = class_pixel_counts(train_dataset)
-    return torch.tensor(median_frequency_weights(counts), dtype=torch.float32)
+    if config.class_weighting not in ("median_frequency", "sqrt_median_frequency"):
+        raise ValueError("class_weighting must be 'none', 'median_frequency' or "
+                         f"'sqrt_median_frequency', not {config.class_weighting!r}")
+    weights = median_frequency_weights(class_pixel_counts(train_dataset))
+    if config.class_weighting == "sqrt_median_frequency":
+        weights = np.sqrt(weights)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def normalization_for(config: Config, train_dataset) -> tuple[tuple, tuple] | tuple[None, None]:
@@ -367,9 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default runs/PROFILE/MODEL)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--class-weighting", default=None,
+                        choices=("none", "median_frequency", "sqrt_median_frequency"))
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.class_weighting:
+        overrides["class_weighting"] = args.class_weighting
     config = load_config(args.profile, args.model, **overrides)
     try:
         result = fit(config, args.out, resume=args.resume, device=args.device)

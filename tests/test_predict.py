@@ -138,6 +138,16 @@ def test_read_photo_draft_decodes_small_but_reports_full_oriented_size(orientati
     assert reference.shape[:2] == expected
 
 
+@pytest.mark.parametrize("mode", ["CMYK", "L"])
+def test_read_photo_draft_converts_cmyk_and_grayscale_jpegs(mode):
+    image, full_size = read_photo(jpeg_bytes(2000, 1500, mode=mode), max_side=400)
+    assert full_size == (1500, 2000)
+    assert image.dtype == np.uint8 and image.shape[2] == 3 and 400 <= image.shape[1] < 1000
+    reference = read_image(jpeg_bytes(2000, 1500, mode=mode))
+    small = cv2.resize(reference, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - image.astype(int)).mean() < 8  # the same picture
+
+
 def test_read_photo_refuses_bad_input():
     with pytest.raises(ValueError, match="empty"):
         read_photo(b"")

@@ -324,9 +324,10 @@ def test_server_survives_bad_input_and_answers_concurrent_requests(app, camvid_d
     images = [read_image(p) for p in sorted((camvid_dir / "test").glob("*.png"))[:3]]
     uploads = [multipart(encoded(Image.fromarray(image), "PNG")) for image in images]
     with BackgroundServer(app, threads=4) as server:
-        for bad in (b"", b"junk", bilevel_png(30000, 30000), b"\0" * (MAX_UPLOAD + 10)):
-            status, _ = request(server.url, "POST", "/api/predict", *multipart(bad))
-            assert status in (400, 413)
+        for bad, expected in ((b"", 400), (b"junk", 400), (bilevel_png(30000, 30000), 413),
+                              (b"\0" * (MAX_UPLOAD + 10), 413)):
+            status, body = request(server.url, "POST", "/api/predict", *multipart(bad))
+            assert status == expected and json.loads(body)["error"]
         status, body = request(server.url)
         assert status == 200 and json.loads(body)["status"] == "ok"
 
@@ -344,3 +345,47 @@ def test_server_survives_bad_input_and_answers_concurrent_requests(app, camvid_d
         assert status == 200
         expected = json.loads(sequential[index % 3][1])["mask_png"]
         assert json.loads(body)["mask_png"] == expected
+
+
+def test_command_line_serves_with_waitress(smoke_checkpoint, campus_photo):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "helpers.webapp", "--checkpoint", str(smoke_checkpoint),
+         "--port", str(port), "--max-upload-mb", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                status, body = request(url)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stdout.read()
+                time.sleep(0.5)
+        assert status == 200 and json.loads(body)["max_upload_bytes"] == 2 * 2**20
+        status, body = request(url, "POST", "/api/predict", *multipart(campus_photo[0]))
+        assert status == 200 and json.loads(body)["width"] == campus_photo[1][0]
+        status, body = request(url, "POST", "/api/predict", *multipart(b"\0" * int(2.5 * 2**20)))
+        assert status == 413 and "limit of 2 MB" in json.loads(body)["error"]
+        # Far over the limit, waitress refuses the body itself (413, or a reset connection
+        # while the client is still sending) without buffering it all.
+        try:
+            status, _ = request(url, "POST", "/api/predict", *multipart(b"\0" * 4 * 2**20))
+            assert status == 413
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        status, _ = request(url)
+        assert status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -7,6 +7,14 @@ for tests and other servers. See :mod:`helpers.webapp.app` for the routes and th
 
 from __future__ import annotations
 
-from .app import create_app
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that ``python -m helpers.webapp`` can configure OpenMP
+    # before torch loads (see helpers.webapp.__main__).
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

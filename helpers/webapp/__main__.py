@@ -1,14 +1,21 @@
 """Serve the web app with waitress: ``python -m helpers.webapp --checkpoint CKPT``.
 
 Listens on 127.0.0.1:5000 by default (``--host 0.0.0.0`` to serve a network). Request bodies
-up to the upload limit are buffered in memory by waitress, never in temporary files.
+up to the upload limit are buffered in memory by waitress, never in temporary files
+(:func:`helpers.webapp.app.waitress_options`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning: requests resize and upsample in parallel with
+# the network, and spinning threads would starve them (see helpers.predict). Set before torch
+# is imported (in main).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import waitress
 
     from ..predict import DEFAULT_MAX_PIXELS, Predictor
-    from .app import create_app
+    from .app import create_app, waitress_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.torch_threads:
@@ -45,15 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(predictor, max_upload_bytes=max_upload_bytes,
                      max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
-    # Waitress reads whole request bodies before the app sees them. Bodies (and answers) up to
-    # the limit stay in memory instead of spilling to temporary files; a body a little over
-    # the limit still reaches Flask, which answers 413 with a message.
-    buffer = max_upload_bytes + 2**20
     print(f"serving {predictor.model_name} ({args.runtime}) on http://{args.host}:{args.port}",
           flush=True)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads,
-                   max_request_body_size=buffer, inbuf_overflow=buffer,
-                   outbuf_overflow=max(buffer, 64 * 2**20), ident="campus-segmentation")
+                   ident="campus-segmentation", **waitress_options(max_upload_bytes))
     return 0
 
 

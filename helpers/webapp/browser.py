@@ -26,15 +26,32 @@ class BackgroundServer:
     def __init__(self, app, threads: int = 4):
         from waitress.server import create_server
 
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        from .app import DEFAULT_MAX_UPLOAD_BYTES, waitress_options
+
+        limit = app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_UPLOAD_BYTES
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads,
+                                    **waitress_options(limit))
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self._stopping = False
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except OSError:  # the sockets were closed under the event loop by __exit__
+            if not self._stopping:
+                raise
 
     def __enter__(self) -> BackgroundServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping = True
+        self.server.task_dispatcher.shutdown()
+        for channel in list(self.server._map.values()):  # open client connections, then the listener
+            if channel is not self.server:
+                channel.close()
         self.server.close()
         self.thread.join(timeout=10)
 

@@ -1,0 +1,118 @@
+"""Inference latency of one 360x480 image (batch 1) for each runtime, on 2 CPU threads.
+
+Runtimes: PyTorch float32 (contiguous memory), PyTorch at its best on this machine (bf16
+autocast where the CPU has bf16 units, channels_last; ``--compile`` adds torch.compile) and
+onnxruntime (float32, the exported model). Each goes through the project's one inference path
+(padding to 384x480 and cropping back included). The target for the transfer model is
+<= 40 ms on 2 CPU cores.
+
+    python benchmarks/inference_latency.py [--checkpoint runs/quick/unet-effnet-lite0/best.pt]
+        [--threads 2] [--repetitions 30] [--compile] [--save]
+
+Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands in: the timing
+of a network does not depend on its weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the prediction command and the web app run (see helpers.predict): idle OpenMP threads
+# sleep instead of spinning. Set OMP_WAIT_POLICY=ACTIVE to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from helpers.checkpoint import load_model, save_checkpoint
+from helpers.config import load_config, project_path
+from helpers.data import CAMVID_CLASSES
+from helpers.export import export_onnx, latency_ms, load_onnx
+from helpers.inference import amp_dtype, onnx_logits, predict_logits, prepare_model
+from helpers.models import build_model
+
+DEFAULT_CHECKPOINT = "runs/quick/unet-effnet-lite0/best.pt"
+
+
+def untrained_checkpoint(folder: Path) -> Path:
+    """Write a checkpoint of an untrained unet-effnet-lite0 (ImageNet encoder) and return it."""
+    config = load_config("quick", "unet-effnet-lite0")
+    model = build_model(config.model, CAMVID_CLASSES.num_classes, pretrained=False)
+    return save_checkpoint(folder / "untrained.pt", model, config, CAMVID_CLASSES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repetitions", type=int, default=30)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=480)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--save", action="store_true", help="write results/inference_latency.json")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    scratch = tempfile.TemporaryDirectory()
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_absolute():
+        checkpoint = project_path(args.checkpoint)
+    if checkpoint.is_file():
+        source = str(checkpoint)
+    else:
+        print(f"{checkpoint} not found: timing an untrained unet-effnet-lite0 instead "
+              "(same network, same speed)")
+        checkpoint = untrained_checkpoint(Path(scratch.name))
+        source = "untrained unet-effnet-lite0"
+    image = torch.rand(1, 3, args.height, args.width)
+    device = torch.device("cpu")
+
+    model, info = load_model(checkpoint, device)
+    fp32 = model.float().eval()
+    timings = {"torch fp32": partial(predict_logits, fp32, image, None, channels_last=False)}
+
+    best, _ = load_model(checkpoint, device)
+    best = prepare_model(best, device, channels_last=True)
+    dtype = amp_dtype(device, "auto", best.name)
+    label = f"torch {'bf16' if dtype == torch.bfloat16 else 'fp32'} channels_last"
+    timings[label] = partial(predict_logits, best, image, dtype, channels_last=True)
+    if args.compile:
+        compiled = torch.compile(best)
+        timings[label + " compiled"] = partial(predict_logits, compiled, image, dtype,
+                                               channels_last=True)
+
+    session, _ = load_onnx(export_onnx(checkpoint), threads=args.threads)
+    timings["onnxruntime fp32"] = partial(onnx_logits, session, image)
+
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"{source}: {info['config'].model}, input {args.height}x{args.width} (padded to "
+          f"multiples of 32), batch 1, {args.threads} threads, {args.repetitions} repetitions")
+    results = {}
+    with torch.inference_mode():
+        for name, run in timings.items():
+            results[name] = latency_ms(run, args.repetitions, warmup=5 if "compiled" in name else 3)
+            r = results[name]
+            print(f"  {name:<34} median {r['median_ms']:6.1f} ms   p90 {r['p90_ms']:6.1f} ms   "
+                  f"min {r['min_ms']:6.1f} ms")
+    fastest = min(results, key=lambda name: results[name]["median_ms"])
+    print(f"fastest: {fastest}, {results[fastest]['median_ms']:.1f} ms/image "
+          f"(target for the transfer model: <= 40 ms on 2 CPU cores)")
+    if args.save:
+        from helpers.report import write_result
+
+        path = write_result("inference_latency", {
+            "checkpoint": source, "model": info["config"].model, "threads": args.threads,
+            "input": [args.height, args.width], "batch": 1, "latency": results},
+            info["config"].profile if checkpoint.name != "untrained.pt" else "untrained")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
