@@ -106,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         from helpers.report import write_result
 
-        path = write_result("inference_latency", {
+        summary = {f"{name} ms": r["median_ms"] for name, r in results.items()}
+        path = write_result("benchmark_inference_latency", {
             "checkpoint": source, "model": info["config"].model, "threads": args.threads,
-            "input": [args.height, args.width], "batch": 1, "latency": results},
+            "input": [args.height, args.width], "batch": 1, "latency": results,
+            "summary": summary},
             info["config"].profile if checkpoint.name != "untrained.pt" else "untrained")
         print(f"wrote {path}")
     return 0

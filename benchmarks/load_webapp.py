@@ -167,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {percentile(latencies, 0.99):.2f} s, mean {statistics.mean(latencies):.2f} s")
     for error in errors[:5]:
         print(f"  error: {error}")
+    if latencies:
+        from helpers.report import write_result
+
+        write_result("benchmark_load_webapp", {"summary": {
+            "clients": args.clients, "seconds": round(result["wall_s"], 1),
+            "requests per s": completed / result["wall_s"],
+            "p50 s": percentile(latencies, 0.5), "p90 s": percentile(latencies, 0.9),
+            "p99 s": percentile(latencies, 0.99), "errors": len(errors)}}, "benchmark")
     return 1 if errors else 0
 
 
