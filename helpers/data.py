@@ -174,10 +174,11 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
             )
         image.load()
         image = ImageOps.exif_transpose(image)
-        return _to_rgb_array(image)
+        return to_rgb_array(image)
 
 
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Return a decoded PIL image as RGB uint8 (H, W, 3): 16-bit scaled, alpha over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if values.max(initial=0) > 255 else 255.0

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import IMAGE_SUFFIXES, ClassInfo, _to_rgb_array
+from .data import IMAGE_SUFFIXES, ClassInfo, to_rgb_array
 from .inference import (
     amp_dtype,
     onnx_logits,
@@ -273,7 +273,7 @@ def read_photo(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: in
             image.draft(None, (math.ceil(stored_width * scale), math.ceil(stored_height * scale)))
         try:
             image.load()
-            array = _to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
+            array = to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
         except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
             raise ValueError(f"the image data cannot be decoded ({error})") from error
     if max_side and max(array.shape[:2]) > 2 * max_side:

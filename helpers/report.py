@@ -213,7 +213,28 @@ def benchmarks_table(results: dict[str, dict]) -> str:
     return "\n".join(lines) or "_Run `make benchmarks` to measure._"
 
 
-BLOCKS = {"results-table": results_table, "flaws-table": flaws_table,
+def crf_table(results: dict[str, dict]) -> str:
+    """Return the Markdown ablation table of DeepLabV3+ and the dense CRF (notebook 07)."""
+    ablation = results.get("deeplab_crf")
+    if not ablation:
+        return "_Run `make report` to measure._"
+    rows = ["| Model | CRF | Test images | mIoU | Boundary F | Pixel acc. | ms/image (network + CRF) |",
+            "|---|---|---|---|---|---|---|"]
+    for label, entry in ablation["models"].items():
+        for key, crf in (("without_crf_subset", "no"), ("with_crf", "yes")):
+            part = entry.get(key)
+            if not part:
+                continue
+            total = entry["forward_ms"] + (entry["crf_ms"] if crf == "yes" else 0.0)
+            rows.append(f"| {label} | {crf} | {len(ablation['crf_test_indices'])} "
+                        f"| {_fmt(part.get('miou'))} | {_fmt((part.get('boundary') or {}).get('bf'))} "
+                        f"| {_fmt(part.get('pixel_accuracy'))} | {total:.0f} |")
+    return ("\n".join(rows) + f"\n\n_Profile `{ablation['profile']}`, "
+            f"{ablation['hardware']['summary']}, commit {ablation['git_commit']}; CRF parameters "
+            "chosen on the validation split._")
+
+
+BLOCKS = {"results-table": results_table, "flaws-table": flaws_table, "crf-table": crf_table,
           "benchmarks": benchmarks_table}
 
 
