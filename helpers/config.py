@@ -44,7 +44,7 @@ class Config:
     patience: int = 7
     # "none", "median_frequency" (SegNet's weighting of the cross-entropy for CamVid) or
     # "sqrt_median_frequency" (its square root: a softer balance).
-    class_weighting: str = "median_frequency"
+    class_weighting: str = "sqrt_median_frequency"
     # Use at most this many images per split (None = all). The smoke profile uses a handful.
     max_train_images: int | None = None
     max_val_images: int | None = None
