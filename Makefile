@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 # CamVid: $CAMVID_DIR if set, else the shared read-only copy beside the repository when present,
 # else data/CamVid (downloaded on first use).
-CAMVID_DIR ?= $(firstword $(wildcard ../shared/data/camvid/CamVid))
+CAMVID_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/camvid/CamVid)))
 export CAMVID_DIR
 
 .PHONY: help setup report test lint notebooks-test serve benchmarks clean-notebooks
