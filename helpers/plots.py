@@ -144,6 +144,20 @@ def confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[st
     return fig
 
 
+def _fill_grid(axes, images, columns: dict, first_title: str, draw) -> None:
+    """Fill a (rows, 1 + columns) grid: each image, then ``draw(image, mask)`` per column."""
+    for row, image in enumerate(images):
+        axes[row, 0].imshow(image)
+        for col, (title, masks) in enumerate(columns.items(), start=1):
+            axes[row, col].imshow(draw(image, masks[row]))
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=9)
+        if row == 0:
+            axes[row, 0].set_title(first_title, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+
+
 def prediction_grid(images, columns: dict[str, Sequence[np.ndarray]], classes: ClassInfo,
                     overlay_alpha: float | None = None):
     """Return a grid: one row per image, the image then one column per mask set.
@@ -153,18 +167,9 @@ def prediction_grid(images, columns: dict[str, Sequence[np.ndarray]], classes: C
     """
     rows, cols = len(images), 1 + len(columns)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    for row, image in enumerate(images):
-        axes[row, 0].imshow(image)
-        for col, (title, masks) in enumerate(columns.items(), start=1):
-            picture = (overlay(image, masks[row], classes, overlay_alpha) if overlay_alpha
-                       else colorize(masks[row], classes))
-            axes[row, col].imshow(picture)
-            if row == 0:
-                axes[row, col].set_title(title, fontsize=9)
-        if row == 0:
-            axes[row, 0].set_title("image", fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
+    _fill_grid(axes, images, columns, "image",
+               lambda image, mask: (overlay(image, mask, classes, overlay_alpha) if overlay_alpha
+                                    else colorize(mask, classes)))
     fig.legend(handles=legend_handles(classes), loc="lower center", ncol=6, fontsize=7,
                frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -281,16 +286,8 @@ def overlay_columns(images, columns: dict[str, Sequence[np.ndarray]], classes: C
     aspect = max(image.shape[0] / image.shape[1] for image in images)
     fig, axes = plt.subplots(rows, cols, figsize=(cell_width * cols, cell_width * aspect * rows + 0.6),
                              squeeze=False)
-    for row, image in enumerate(images):
-        axes[row, 0].imshow(image)
-        for col, (title, masks) in enumerate(columns.items(), start=1):
-            axes[row, col].imshow(overlay(image, masks[row], classes, alpha))
-            if row == 0:
-                axes[row, col].set_title(title, fontsize=9)
-        if row == 0:
-            axes[row, 0].set_title("photo", fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
+    _fill_grid(axes, images, columns, "photo",
+               lambda image, mask: overlay(image, mask, classes, alpha))
     fig.legend(handles=legend_handles(classes), loc="lower center", ncol=6, fontsize=7,
                frameon=False)
     fig.tight_layout(rect=(0, 0.5 / (cell_width * aspect * rows + 0.6), 1, 1))
