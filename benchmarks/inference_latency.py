@@ -1,7 +1,8 @@
 """Inference latency of one 360x480 image (batch 1) for each runtime, on 2 CPU threads.
 
 Runtimes: PyTorch float32 (contiguous memory), PyTorch at its best on this machine (bf16
-autocast where the CPU has bf16 units, channels_last; ``--compile`` adds torch.compile) and
+autocast where the CPU has bf16 units, channels_last; ``--compile`` adds torch.compile with the
+weights frozen, see ``helpers.inference.compile_for_inference``) and
 onnxruntime (float32, the exported model). Each goes through the project's one inference path
 (padding to 384x480 and cropping back included). The target for the transfer model is
 <= 40 ms on 2 CPU cores.
@@ -33,7 +34,8 @@ from helpers.checkpoint import load_model, save_checkpoint
 from helpers.config import load_config, project_path
 from helpers.data import CAMVID_CLASSES
 from helpers.export import export_onnx, latency_ms, load_onnx
-from helpers.inference import amp_dtype, onnx_logits, predict_logits, prepare_model
+from helpers.inference import (amp_dtype, compile_for_inference, onnx_logits, predict_logits,
+                               prepare_model)
 from helpers.models import build_model
 
 DEFAULT_CHECKPOINT = "runs/quick/unet-effnet-lite0/best.pt"
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     label = f"torch {'bf16' if dtype == torch.bfloat16 else 'fp32'} channels_last"
     timings[label] = partial(predict_logits, best, image, dtype, channels_last=True)
     if args.compile:
-        compiled = torch.compile(best)
+        compiled = compile_for_inference(best)
         timings[label + " compiled"] = partial(predict_logits, compiled, image, dtype,
                                                channels_last=True)
 

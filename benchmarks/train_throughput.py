@@ -4,7 +4,8 @@ Both run in this one process, on the same model (same initial weights) and the s
 CamVid crops, so only the loop differs:
 
 * ours: ``helpers.train.train_one_epoch`` — channels-last memory, bf16 autocast where the CPU
-  has bf16 units (fp16/bf16 on a GPU), the confusion matrix accumulated on the device, no host
+  has bf16 units (fp16/bf16 on a GPU) with depthwise convolutions kept in float32 on the CPU,
+  the fused AdamW kernel, the confusion matrix accumulated on the device, no host
   synchronisation per batch;
 * the original: float32, and after every batch a softmax, an argmax, and a Python loop over the
   classes reading IoU numbers back with ``.item()``.
@@ -28,7 +29,7 @@ from helpers.config import load_config
 from helpers.data import IGNORE_INDEX, build_datasets
 from helpers.inference import amp_dtype, pick_device
 from helpers.models import build_model
-from helpers.train import train_one_epoch
+from helpers.train import build_optimizer, train_one_epoch
 
 
 def original_epoch(model, batches, optimizer, scheduler, device, num_classes):
@@ -80,20 +81,21 @@ def main() -> None:
     base = build_model(args.model, num_classes, width=config.width)
     dtype = amp_dtype(device, config.amp, args.model)
 
-    def optimizer_for(model):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    def schedule(optimizer):
         steps = (args.repeats + 1) * len(batches)
-        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=steps)
 
     ours = copy.deepcopy(base).to(device).to(memory_format=torch.channels_last)
-    optimizer, scheduler = optimizer_for(ours)
+    optimizer = build_optimizer(ours, config, device)
+    scheduler = schedule(optimizer)
 
     def our_step():
         train_one_epoch(ours, batches, optimizer, scheduler, None, None, device, dtype,
                         channels_last=True, progress=False)
 
     theirs = copy.deepcopy(base).to(device)
-    optimizer2, scheduler2 = optimizer_for(theirs)
+    optimizer2 = torch.optim.AdamW(theirs.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler2 = schedule(optimizer2)
 
     def their_step():
         original_epoch(theirs, batches, optimizer2, scheduler2, device, num_classes)

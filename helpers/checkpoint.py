@@ -16,7 +16,7 @@ import torch
 
 from .config import Config
 from .data import IGNORE_INDEX, ClassInfo
-from .models import SegmentationModel, build_model
+from .models import SMP_DECODER_CHANNELS, SegmentationModel, build_model
 
 FORMAT = "helpers-segmentation-checkpoint/1"
 
@@ -59,6 +59,7 @@ def save_checkpoint(
             "num_classes": model.num_classes,
             "width": config.width,
             "output_stride": config.extra.get("output_stride", 16),
+            "decoder_channels": getattr(model, "decoder_channels", None),
             "mean": model.mean.flatten().tolist(),
             "std": model.std.flatten().tolist(),
         },
@@ -105,6 +106,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         output_stride=spec.get("output_stride", 16),
         mean=tuple(spec["mean"]),
         std=tuple(spec["std"]),
+        # Checkpoints that do not record their decoder widths carry smp's default decoder.
+        decoder_channels=spec.get("decoder_channels", SMP_DECODER_CHANNELS),
     )
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()

@@ -106,7 +106,7 @@ PROFILES: dict[str, Config] = {
         track_test_each_epoch=4,
     ),
     # The CPU main job: the whole report in about half an hour on 2 cores.
-    "quick": Config(profile="quick", crop_size=(256, 256), batch_size=4, epochs=12, width=16,
+    "quick": Config(profile="quick", crop_size=(256, 256), batch_size=4, epochs=16, width=16,
                     track_test_each_epoch=60),
     # A GPU run at full length and resolution.
     "full": Config(

@@ -67,6 +67,22 @@ def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: b
     return model
 
 
+def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """Return ``torch.compile(model)`` with the weights frozen into the compiled graph.
+
+    Freezing lets Inductor fold every BatchNorm into its convolution and pre-pack the weights
+    for oneDNN, with the activation fused into the convolution: measured on 2 CPU cores
+    (benchmarks/inference_latency.py), the compiled Lite0 U-Net in bf16 runs a 360x480 frame
+    ~1.6x faster with freezing than without. Only for eval-mode inference: the frozen weights
+    no longer follow the module's parameters. The first call of each input shape compiles
+    (about 15 s on 2 cores).
+    """
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(model.eval())
+
+
 def pad_to_stride(images: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
     """Pad (N, C, H, W) images at the bottom and right to multiples of ``stride`` (zeros)."""
     height, width = images.shape[-2:]

@@ -25,6 +25,13 @@ MODEL_NAMES = ("unet-effnet-lite0", "unet-mobilenet_v2", "deeplabv3plus-effnet-l
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 LITE0_ENCODER = "tu-tf_efficientnet_lite0"
+# U-Net decoder widths for the Lite0 encoder, deepest block first. smp's default
+# (256, 128, 64, 32, 16) spends 84% of the network's 8.4 GMACs at 384x480 in the decoder,
+# against 1.3 GMACs for the whole encoder; halving every block but the last cuts the network to
+# 4.2 GMACs and, compiled on 2 CPU cores, a 360x480 frame from ~50 ms to ~30 ms
+# (benchmarks/inference_latency.py).
+LITE0_DECODER_CHANNELS = (128, 64, 32, 16, 16)
+SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, kept for MobileNetV2 (the study's)
 
 
 class SegmentationModel(nn.Module):
@@ -34,11 +41,13 @@ class SegmentationModel(nn.Module):
     returns (N, num_classes, H, W) logits.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, mean, std, name: str = ""):
+    def __init__(self, net: nn.Module, num_classes: int, mean, std, name: str = "",
+                 decoder_channels: tuple[int, ...] | None = None):
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.name = name
+        self.decoder_channels = decoder_channels
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -106,12 +115,15 @@ def build_model(
     output_stride: int = 16,
     mean=None,
     std=None,
+    decoder_channels: tuple[int, ...] | None = None,
 ) -> SegmentationModel:
     """Return a model by name (see :data:`MODEL_NAMES`), wrapped with its input normalization.
 
     ``pretrained`` loads ImageNet weights into the encoder (ignored for ``mini-unet``).
     ``mean``/``std`` (0-1 scale) set the normalization of the from-scratch model, which uses
     the dataset's statistics; pretrained encoders always use their pretraining statistics.
+    ``decoder_channels`` sets the U-Net decoder widths (default: :data:`LITE0_DECODER_CHANNELS`
+    on Lite0, smp's :data:`SMP_DECODER_CHANNELS` on MobileNetV2).
     """
     import segmentation_models_pytorch as smp
 
@@ -126,7 +138,9 @@ def build_model(
         # "timm-tf_efficientnet_lite0" encoder pads symmetrically with eps 1e-5, which shifts
         # every pretrained feature.
         if name.startswith("unet"):
-            net = smp.Unet(LITE0_ENCODER, encoder_weights=None, classes=num_classes)
+            decoder_channels = tuple(decoder_channels or LITE0_DECODER_CHANNELS)
+            net = smp.Unet(LITE0_ENCODER, encoder_weights=None, classes=num_classes,
+                           decoder_channels=decoder_channels)
         else:
             if output_stride not in (8, 16):
                 raise ValueError("DeepLabV3+ output_stride must be 8 or 16")
@@ -148,12 +162,16 @@ def build_model(
                 # sits after the last feature stage; segmentation decoders never use it.
                 unused=("conv_head.", "bn2.", "classifier."),
             )
-        return SegmentationModel(net, num_classes, LITE_MEAN, LITE_STD, name)
+        return SegmentationModel(net, num_classes, LITE_MEAN, LITE_STD, name,
+                                 decoder_channels if name.startswith("unet") else None)
     if name == "unet-mobilenet_v2":
-        net = smp.Unet("mobilenet_v2", encoder_weights=None, classes=num_classes)
+        decoder_channels = tuple(decoder_channels or SMP_DECODER_CHANNELS)
+        net = smp.Unet("mobilenet_v2", encoder_weights=None, classes=num_classes,
+                       decoder_channels=decoder_channels)
         if pretrained:
             weights.load_encoder_weights(net.encoder, weights.mobilenet_v2_state_dict())
-        return SegmentationModel(net, num_classes, IMAGENET_MEAN, IMAGENET_STD, name)
+        return SegmentationModel(net, num_classes, IMAGENET_MEAN, IMAGENET_STD, name,
+                                 decoder_channels)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
 
 

@@ -91,3 +91,45 @@ def test_mini_unet_trains_with_dataset_statistics(camvid_dir, tmp_path, monkeypa
     mean = model.mean.flatten().tolist()
     assert mean != pytest.approx([0.485, 0.456, 0.406]) and all(0.2 < m < 0.6 for m in mean)
     assert all(math.isfinite(r["train_loss"]) for r in result.history)
+
+
+def test_depthwise_convolutions_run_in_float32_under_cpu_bf16_autocast():
+    from helpers.models import build_model
+
+    model = build_model("unet-effnet-lite0", 11, pretrained=False)
+    depthwise = [m for m in model.modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    dtypes = {}
+
+    def record(module, args, output):
+        dtypes[module] = output.dtype
+
+    hooks = [m.register_forward_hook(record) for m in (depthwise[0], model.net.segmentation_head[0])]
+    images = torch.rand(2, 3, 64, 64)
+    with train.depthwise_convs_in_float32(model) as count, torch.autocast("cpu", torch.bfloat16):
+        logits = model(images)
+    assert count == len(depthwise) == 16  # one per MBConv block of EfficientNet-Lite0
+    assert dtypes[depthwise[0]] == torch.float32
+    assert dtypes[model.net.segmentation_head[0]] == torch.bfloat16
+    logits.float().sum().backward()
+    assert depthwise[0].weight.grad is not None
+    for hook in hooks:
+        hook.remove()
+    dtypes.clear()
+    with torch.autocast("cpu", torch.bfloat16):  # hooks gone with the context
+        model(images)
+    assert not any(m._forward_pre_hooks for m in depthwise)
+
+
+def test_checkpoint_records_the_decoder_widths(smoke_run, tmp_path):
+    from helpers.models import LITE0_DECODER_CHANNELS, SMP_DECODER_CHANNELS, build_model
+
+    payload = checkpoint.read_checkpoint(smoke_run.best_checkpoint)
+    assert tuple(payload["model"]["decoder_channels"]) == LITE0_DECODER_CHANNELS
+    # A checkpoint without the field holds smp's default decoder, and loads as such.
+    old = build_model("unet-effnet-lite0", 11, pretrained=False, decoder_channels=SMP_DECODER_CHANNELS)
+    payload["model"].pop("decoder_channels")
+    payload["state_dict"] = old.state_dict()
+    torch.save(payload, tmp_path / "old.pt")
+    model, _ = checkpoint.load_model(tmp_path / "old.pt")
+    assert model.net.decoder.blocks[0].conv1[0].out_channels == SMP_DECODER_CHANNELS[0]
