@@ -57,6 +57,7 @@ serve: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --model mini-unet
 	$(BIN)/python benchmarks/inference_latency.py --compile --save
 	$(BIN)/python benchmarks/predict_large_photo.py
 	$(BIN)/python benchmarks/load_webapp.py --checkpoint runs/$(PROFILE)/unet-effnet-lite0/best.pt

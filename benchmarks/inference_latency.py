@@ -8,7 +8,7 @@ onnxruntime (float32, the exported model). Each goes through the project's one i
 <= 40 ms on 2 CPU cores.
 
     python benchmarks/inference_latency.py [--checkpoint runs/quick/unet-effnet-lite0/best.pt]
-        [--threads 2] [--repetitions 30] [--compile] [--save]
+        [--threads 2] [--repetitions 30] [--compile] [--save] [--decoder-channels 256,128,64,32,16]
 
 Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands in: the timing
 of a network does not depend on its weights.
@@ -34,17 +34,23 @@ from helpers.checkpoint import load_model, save_checkpoint
 from helpers.config import load_config, project_path
 from helpers.data import CAMVID_CLASSES
 from helpers.export import export_onnx, latency_ms, load_onnx
-from helpers.inference import (amp_dtype, compile_for_inference, onnx_logits, predict_logits,
-                               prepare_model)
+from helpers.inference import (
+    amp_dtype,
+    compile_for_inference,
+    onnx_logits,
+    predict_logits,
+    prepare_model,
+)
 from helpers.models import build_model
 
 DEFAULT_CHECKPOINT = "runs/quick/unet-effnet-lite0/best.pt"
 
 
-def untrained_checkpoint(folder: Path) -> Path:
+def untrained_checkpoint(folder: Path, decoder_channels=None) -> Path:
     """Write a checkpoint of an untrained unet-effnet-lite0 (ImageNet encoder) and return it."""
     config = load_config("quick", "unet-effnet-lite0")
-    model = build_model(config.model, CAMVID_CLASSES.num_classes, pretrained=False)
+    model = build_model(config.model, CAMVID_CLASSES.num_classes, pretrained=False,
+                        decoder_channels=decoder_channels)
     return save_checkpoint(folder / "untrained.pt", model, config, CAMVID_CLASSES)
 
 
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--decoder-channels", default=None, metavar="C1,...,C5",
+                        help="time an untrained U-Net with these decoder widths instead")
     parser.add_argument("--save", action="store_true", help="write results/inference_latency.json")
     args = parser.parse_args(argv)
 
@@ -65,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_absolute():
         checkpoint = project_path(args.checkpoint)
-    if checkpoint.is_file():
+    decoder = [int(c) for c in args.decoder_channels.split(",")] if args.decoder_channels else None
+    if checkpoint.is_file() and decoder is None:
         source = str(checkpoint)
     else:
-        print(f"{checkpoint} not found: timing an untrained unet-effnet-lite0 instead "
-              "(same network, same speed)")
-        checkpoint = untrained_checkpoint(Path(scratch.name))
-        source = "untrained unet-effnet-lite0"
+        if decoder is None:
+            print(f"{checkpoint} not found: timing an untrained unet-effnet-lite0 instead "
+                  "(same network, same speed)")
+        checkpoint = untrained_checkpoint(Path(scratch.name), decoder)
+        source = "untrained unet-effnet-lite0" + (f", decoder {args.decoder_channels}" if decoder else "")
     image = torch.rand(1, 3, args.height, args.width)
     device = torch.device("cpu")
 
@@ -105,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     fastest = min(results, key=lambda name: results[name]["median_ms"])
     print(f"fastest: {fastest}, {results[fastest]['median_ms']:.1f} ms/image "
           f"(target for the transfer model: <= 40 ms on 2 CPU cores)")
-    if args.save:
+    if args.save and decoder is not None:
+        print("not saved: --save records the project's model, not a --decoder-channels variant")
+    elif args.save:
         from helpers.report import write_result
 
         summary = {f"{name} ms": r["median_ms"] for name, r in results.items()}

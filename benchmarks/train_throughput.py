@@ -12,7 +12,9 @@ CamVid crops, so only the loop differs:
 
     python benchmarks/train_throughput.py [--model unet-effnet-lite0] [--batches 20]
 
-Prints images/s for both and their ratio, and writes ``results/benchmark_train_throughput.json``.
+Prints images/s for both and their ratio, and on the CPU the forward + backward time of one
+dense and one depthwise convolution in each precision and memory format (what the loop can gain
+at most); writes ``results/benchmark_train_throughput[_MODEL].json``.
 """
 
 from __future__ import annotations
@@ -54,11 +56,44 @@ def original_epoch(model, batches, optimizer, scheduler, device, num_classes):
     return running_loss / len(batches)
 
 
-def timed(step, repeats: int) -> float:
-    started = time.perf_counter()
+def timed_alternately(steps: dict, repeats: int) -> dict:
+    """Seconds per call of each step, the steps taking turns so machine drift hits all alike."""
+    seconds = dict.fromkeys(steps, 0.0)
     for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            seconds[name] += time.perf_counter() - started
+    return {name: total / repeats for name, total in seconds.items()}
+
+
+def convolution_ceiling(repeats: int = 5) -> dict:
+    """Forward + backward ms of two convolutions in the original's format and in ours.
+
+    What the precision and memory format can buy at most, kernel by kernel: a dense 3x3
+    convolution (the U-Net decoders, the whole mini U-Net) and a 5x5 depthwise one
+    (EfficientNet's blocks), batch 4, float32 NCHW against bf16 channels-last (and, for the
+    depthwise one, float32 channels-last, what our loop uses for it on the CPU).
+    """
+    layers = {"dense 3x3, 64 ch, 128x128": (64, 1, 3), "depthwise 5x5, 240 ch, 32x32": (240, 240, 5)}
+    formats = {"fp32 NCHW": (torch.float32, torch.contiguous_format),
+               "fp32 channels-last": (torch.float32, torch.channels_last),
+               "bf16 channels-last": (torch.bfloat16, torch.channels_last)}
+    figures = {}
+    for layer, (channels, groups, kernel) in layers.items():
+        size = 128 if groups == 1 else 32
+        for fmt, (dtype, memory_format) in formats.items():
+            conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=groups,
+                                   bias=False).to(dtype=dtype, memory_format=memory_format)
+            x = torch.randn(4, channels, size, size, dtype=dtype).contiguous(memory_format=memory_format)
+            x.requires_grad_(True)
+
+            def step(conv=conv, x=x):
+                conv(x).sum().backward()
+
+            step()
+            figures[f"{layer}, {fmt}"] = 1000 * timed_alternately({"step": step}, repeats)["step"]
+    return figures
 
 
 def main() -> None:
@@ -103,8 +138,8 @@ def main() -> None:
     images = len(batches) * config.batch_size
     our_step()  # warm-up passes (allocator, oneDNN kernel selection)
     their_step()
-    ours_s = timed(our_step, args.repeats)
-    theirs_s = timed(their_step, args.repeats)
+    seconds = timed_alternately({"ours": our_step, "original": their_step}, args.repeats)
+    ours_s, theirs_s = seconds["ours"], seconds["original"]
     figures = {
         "model": args.model,
         "crop_size": list(config.crop_size),
@@ -127,7 +162,15 @@ def main() -> None:
     figures["summary"] = {"ours images per s": figures["ours_images_per_second"],
                           "original images per s": figures["original_images_per_second"],
                           "speed-up": figures["speedup"]}
-    report.write_result("benchmark_train_throughput", figures, "benchmark")
+    if device.type == "cpu":
+        figures["convolution_ceiling_ms"] = convolution_ceiling()
+        print("one convolution, forward + backward (ms):")
+        for name, ms in figures["convolution_ceiling_ms"].items():
+            print(f"  {name:<52} {ms:7.2f}")
+    name = "benchmark_train_throughput"
+    if args.model != "unet-effnet-lite0":
+        name += "_" + args.model
+    report.write_result(name, figures, "benchmark")
 
 
 if __name__ == "__main__":

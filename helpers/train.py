@@ -251,7 +251,8 @@ def fit(
     weights = class_weights_for(config, train_set)
     mean, std = normalization_for(config, train_set)
     model = build_model(config.model, classes.num_classes, width=config.width,
-                        output_stride=config.extra.get("output_stride", 16), mean=mean, std=std)
+                        output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
+                        decoder_channels=config.extra.get("decoder_channels"))
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -415,11 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--class-weighting", default=None,
                         choices=("none", "median_frequency", "sqrt_median_frequency"))
+    parser.add_argument("--decoder-channels", default=None, metavar="C1,...,C5",
+                        help="U-Net decoder widths, deepest first (e.g. smp's 256,128,64,32,16)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
+    if args.decoder_channels:
+        overrides["extra"] = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
     config = load_config(args.profile, args.model, **overrides)
     try:
         result = fit(config, args.out, resume=args.resume, device=args.device)

@@ -133,3 +133,12 @@ def test_checkpoint_records_the_decoder_widths(smoke_run, tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     model, _ = checkpoint.load_model(tmp_path / "old.pt")
     assert model.net.decoder.blocks[0].conv1[0].out_channels == SMP_DECODER_CHANNELS[0]
+
+
+def test_train_command_takes_decoder_widths(camvid_dir, tmp_path):
+    assert train.main(["--profile", "smoke", "--out", str(tmp_path),
+                       "--decoder-channels", "64,32,16,16,8"]) == 0
+    model, info = checkpoint.load_model(tmp_path / "best.pt")
+    assert model.decoder_channels == (64, 32, 16, 16, 8)
+    assert model.net.segmentation_head[0].in_channels == 8
+    assert info["config"].extra["decoder_channels"] == [64, 32, 16, 16, 8]
