@@ -71,9 +71,8 @@ def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """Return ``torch.compile(model)`` with the weights frozen into the compiled graph.
 
     Freezing lets Inductor fold every BatchNorm into its convolution and pre-pack the weights
-    for oneDNN, with the activation fused into the convolution: measured on 2 CPU cores
-    (benchmarks/inference_latency.py), the compiled Lite0 U-Net in bf16 runs a 360x480 frame
-    ~1.6x faster with freezing than without. Only for eval-mode inference: the frozen weights
+    for oneDNN, with the activation fused into the convolution (benchmarks/inference_latency.py
+    --compile times it). Only for eval-mode inference: the frozen weights
     no longer follow the module's parameters. The first call of each input shape compiles
     (about 15 s on 2 cores).
     """

@@ -25,11 +25,11 @@ MODEL_NAMES = ("unet-effnet-lite0", "unet-mobilenet_v2", "deeplabv3plus-effnet-l
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 LITE0_ENCODER = "tu-tf_efficientnet_lite0"
-# U-Net decoder widths for the Lite0 encoder, deepest block first. smp's default
-# (256, 128, 64, 32, 16) spends 84% of the network's 8.4 GMACs at 384x480 in the decoder,
-# against 1.3 GMACs for the whole encoder; halving every block but the last cuts the network to
-# 4.2 GMACs and, compiled on 2 CPU cores, a 360x480 frame from ~50 ms to ~30 ms
-# (benchmarks/inference_latency.py).
+# U-Net decoder widths for the Lite0 encoder, deepest block first. With smp's default
+# (256, 128, 64, 32, 16) the decoder is most of the network's cost (count_flops: 16.7 GFLOPs at
+# 360x480); halving every block but the last halves the network to 8.3 GFLOPs and cuts a
+# compiled 360x480 frame on 2 CPU cores from 64 to 36.5 ms
+# (benchmarks/inference_latency.py --compile [--decoder-channels 256,128,64,32,16]).
 LITE0_DECODER_CHANNELS = (128, 64, 32, 16, 16)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, kept for MobileNetV2 (the study's)
 

@@ -143,9 +143,10 @@ def build_optimizer(model: torch.nn.Module, config: Config, device: torch.device
 def depthwise_convs_in_float32(model: torch.nn.Module):
     """Within this context, depthwise convolutions of ``model`` run in float32 under autocast.
 
-    For CPU bf16 training: oneDNN's bf16 backward kernels for depthwise 5x5 and strided
-    convolutions (EfficientNet's) measured 2-20x slower than its float32 ones on 2 AMD EPYC
-    cores, so these layers take float32 inputs while every other convolution stays in bf16.
+    For CPU bf16 training: oneDNN's bf16 kernels for EfficientNet's depthwise convolutions are
+    slower than its float32 channels-last ones (a 5x5 one, forward + backward: 14.8 against
+    5.7 ms on 2 AMD EPYC cores, benchmarks/train_throughput.py), so these layers take float32
+    inputs while every other convolution stays in bf16.
     """
     contexts = []
 
