@@ -11,7 +11,10 @@ onnxruntime (float32, the exported model). Each goes through the project's one i
         [--threads 2] [--repetitions 30] [--compile] [--save] [--decoder-channels 256,128,64,32,16]
 
 Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands in: the timing
-of a network does not depend on its weights.
+of a network does not depend on its weights. OpenMP threads sleep when idle (PASSIVE, as the
+prediction command and the web app run); ``OMP_WAIT_POLICY=ACTIVE`` keeps them spinning, which
+suits a process that only runs the network (``--save`` then writes
+``results/benchmark_inference_latency_active.json``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import os
 
 # As the prediction command and the web app run (see helpers.predict): idle OpenMP threads
-# sleep instead of spinning. Set OMP_WAIT_POLICY=ACTIVE to compare.
+# sleep instead of spinning. OMP_WAIT_POLICY=ACTIVE (threads spin between operations, the
+# setting for a process that only runs the network) is saved as inference_latency_active.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -120,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.save:
         from helpers.report import write_result
 
-        summary = {f"{name} ms": r["median_ms"] for name, r in results.items()}
-        path = write_result("benchmark_inference_latency", {
+        policy = os.environ["OMP_WAIT_POLICY"].upper()
+        summary = {"OMP wait policy": policy,
+                   **{f"{name} ms": r["median_ms"] for name, r in results.items()}}
+        name = "benchmark_inference_latency" + ("" if policy == "PASSIVE" else f"_{policy.lower()}")
+        path = write_result(name, {
             "checkpoint": source, "model": info["config"].model, "threads": args.threads,
+            "omp_wait_policy": policy,
             "input": [args.height, args.width], "batch": 1, "latency": results,
             "summary": summary},
             info["config"].profile if checkpoint.name != "untrained.pt" else "untrained")

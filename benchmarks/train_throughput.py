@@ -14,7 +14,7 @@ CamVid crops, so only the loop differs:
 
 Prints images/s for both and their ratio, and on the CPU the forward + backward time of one
 dense and one depthwise convolution in each precision and memory format (what the loop can gain
-at most); writes ``results/benchmark_train_throughput[_MODEL].json``.
+at most); writes ``results/benchmark_train_throughput[_MODEL][_cuda].json``.
 """
 
 from __future__ import annotations
@@ -170,6 +170,8 @@ def main() -> None:
     name = "benchmark_train_throughput"
     if args.model != "unet-effnet-lite0":
         name += "_" + args.model
+    if device.type != "cpu":
+        name += "_" + device.type
     report.write_result(name, figures, "benchmark")
 
 

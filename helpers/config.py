@@ -34,7 +34,11 @@ class Config:
     # Base width of the mini U-Net (64 = the classic 64..1024, 32 = a lighter 32..512).
     width: int = 32
     # Training crop (height, width); evaluation always runs at the native resolution.
-    crop_size: tuple[int, int] = (256, 256)
+    crop_size: tuple[int, int] = (224, 320)
+    # Augmentation: rotation up to +-rotate_limit degrees (half the crops), and a random rescale
+    # by a factor in [1 - scale_limit, 1 + scale_limit] before cropping (0 = off).
+    rotate_limit: float = 10.0
+    scale_limit: float = 0.0
     batch_size: int = 4
     epochs: int = 12
     # AdamW and OneCycleLR (max_lr = lr), stepped once per batch.
@@ -106,8 +110,8 @@ PROFILES: dict[str, Config] = {
         track_test_each_epoch=4,
     ),
     # The CPU main job: the whole report in about half an hour on 2 cores.
-    "quick": Config(profile="quick", crop_size=(256, 256), batch_size=4, epochs=16, width=16,
-                    track_test_each_epoch=60),
+    "quick": Config(profile="quick", crop_size=(224, 320), batch_size=4, epochs=16, width=16,
+                    track_test_each_epoch=30),
     # A GPU run at full length and resolution.
     "full": Config(
         profile="full",

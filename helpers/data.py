@@ -613,7 +613,8 @@ def camvid_datasets(config: Config, root: str | Path | None = None, train_transf
         "test": config.max_test_images,
     }
     transforms = {
-        "train": train_transform or default_train(config.crop_size),
+        "train": train_transform or default_train(config.crop_size, config.rotate_limit,
+                                                   config.scale_limit),
         "val": eval_transform or default_eval(),
         "test": eval_transform or default_eval(),
     }
@@ -653,7 +654,8 @@ def build_datasets(config: Config, train_transform=None, eval_transform=None):
     name = config.split_name or Path(config.images_dir).resolve().parent.name
     split = load_or_make_split(config.images_dir, config.masks_dir, name, config.seed)
     transforms = {
-        "train": train_transform or default_train(config.crop_size),
+        "train": train_transform or default_train(config.crop_size, config.rotate_limit,
+                                                   config.scale_limit),
         "val": eval_transform or default_eval(),
         "test": eval_transform or default_eval(),
     }

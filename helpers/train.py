@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -405,6 +406,40 @@ def write_history(history: list[dict], out_dir: Path) -> None:
     (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
 
 
+def parse_overrides(assignments: list[str]) -> dict:
+    """Turn ``FIELD=VALUE`` strings into Config overrides, each value cast to its field's type.
+
+    ``crop_size=224,320`` gives a tuple, ``max_train_images=none`` gives None, and booleans
+    read ``true``/``false``. An unknown field is an error naming the known ones.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    defaults = Config()
+    overrides = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in fields or name in ("extra", "profile"):
+            known = ", ".join(n for n in fields if n not in ("extra", "profile"))
+            raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {known}")
+        default = getattr(defaults, name)
+        if default is None and text.lower() in ("none", "null"):
+            value = None
+        elif isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {assignment!r}: {name} takes true or false")
+            value = text.lower() in ("true", "1")
+        elif isinstance(default, tuple):
+            value = tuple(int(part) for part in text.split(","))
+        elif isinstance(default, float):
+            value = float(text)
+        elif isinstance(default, int) or name.startswith("max_") or name == "num_workers":
+            value = int(text)
+        else:
+            value = text
+        overrides[name] = value
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     from .models import MODEL_NAMES
 
@@ -419,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("none", "median_frequency", "sqrt_median_frequency"))
     parser.add_argument("--decoder-channels", default=None, metavar="C1,...,C5",
                         help="U-Net decoder widths, deepest first (e.g. smp's 256,128,64,32,16)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any Config field, e.g. --set crop_size=224,320 "
+                             "--set rotate_limit=10 (repeatable)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs else {}
@@ -426,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
         overrides["extra"] = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
-    config = load_config(args.profile, args.model, **overrides)
     try:
+        overrides.update(parse_overrides(args.set))
+        config = load_config(args.profile, args.model, **overrides)
         result = fit(config, args.out, resume=args.resume, device=args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,17 +14,24 @@ from .data import IGNORE_INDEX
 STRIDE = 32  # U-Net encoders downsample five times: inputs must be multiples of 32.
 
 
-def train_transform(crop_size: tuple[int, int] = (256, 256), rotate_limit: float = 30.0):
-    """Return the training augmentation: crop, flip, rotate, brightness/contrast, light blur.
+def train_transform(crop_size: tuple[int, int] = (256, 256), rotate_limit: float = 10.0,
+                    scale_limit: float = 0.0):
+    """Return the training augmentation: (rescale,) crop, flip, rotate, brightness/contrast, blur.
 
     Only horizontal flips: a street scene upside down (vertical flip) puts the sky under the
-    road, a picture the model never meets.
+    road, a picture the model never meets. ``scale_limit`` > 0 first rescales the whole image by
+    a random factor in [1 - scale_limit, 1 + scale_limit], so objects appear at several sizes.
     """
     import albumentations as A
 
     height, width = crop_size
+    rescale = []
+    if scale_limit > 0:
+        rescale = [A.RandomScale(scale_limit=scale_limit, interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=cv2.INTER_NEAREST, p=1.0)]
     return A.Compose(
         [
+            *rescale,
             A.PadIfNeeded(
                 min_height=height,
                 min_width=width,

@@ -135,10 +135,32 @@ def test_checkpoint_records_the_decoder_widths(smoke_run, tmp_path):
     assert model.net.decoder.blocks[0].conv1[0].out_channels == SMP_DECODER_CHANNELS[0]
 
 
-def test_train_command_takes_decoder_widths(camvid_dir, tmp_path):
+def test_train_command_takes_decoder_widths_and_field_overrides(camvid_dir, tmp_path):
     assert train.main(["--profile", "smoke", "--out", str(tmp_path),
-                       "--decoder-channels", "64,32,16,16,8"]) == 0
+                       "--decoder-channels", "64,32,16,16,8",
+                       "--set", "crop_size=64,64", "--set", "rotate_limit=5"]) == 0
     model, info = checkpoint.load_model(tmp_path / "best.pt")
     assert model.decoder_channels == (64, 32, 16, 16, 8)
     assert model.net.segmentation_head[0].in_channels == 8
     assert info["config"].extra["decoder_channels"] == [64, 32, 16, 16, 8]
+    assert info["config"].crop_size == (64, 64) and info["config"].rotate_limit == 5.0
+    assert json.loads((tmp_path / "config.json").read_text())["crop_size"] == [64, 64]
+
+
+def test_field_overrides_take_each_fields_type():
+    overrides = train.parse_overrides([
+        "crop_size=224,320", "lr=2e-3", "epochs=3", "tta_flip=true", "max_train_images=none",
+        "num_workers=2", "class_weighting=none", "scale_limit=0.25",
+    ])
+    assert overrides == {"crop_size": (224, 320), "lr": 2e-3, "epochs": 3, "tta_flip": True,
+                         "max_train_images": None, "num_workers": 2, "class_weighting": "none",
+                         "scale_limit": 0.25}
+    for bad in ("bogus=1", "epochs", "tta_flip=maybe", "extra=1"):
+        with pytest.raises(ValueError, match="--set"):
+            train.parse_overrides([bad])
+
+
+def test_train_command_rejects_an_unknown_field(camvid_dir, tmp_path, capsys):
+    assert train.main(["--profile", "smoke", "--out", str(tmp_path), "--set", "crops=64"]) == 2
+    assert "crop_size" in capsys.readouterr().err  # the message lists the known fields
+    assert not (tmp_path / "best.pt").exists()

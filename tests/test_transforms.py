@@ -23,6 +23,22 @@ def test_train_transform_keeps_masks_inside_the_label_set(camvid_dir):
     assert rotated_border_seen  # rotation corners are filled with the ignore index
 
 
+def test_random_rescale_changes_object_size_only_when_asked():
+    # A 32x32 square of class 1 in a 64x64 frame; the crop covers the whole frame, rotation off.
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    image[16:48, 16:48], mask[16:48, 16:48] = 255, 1
+
+    def square_sizes(scale_limit):
+        transform = transforms.train_transform((64, 64), rotate_limit=0, scale_limit=scale_limit)
+        transform.set_random_seed(0)
+        return [int((transform(image=image, mask=mask)["mask"] == 1).sum()) for _ in range(30)]
+
+    assert set(square_sizes(0.0)) == {32 * 32}
+    rescaled = square_sizes(0.5)
+    assert min(rescaled) < 0.8 * 32 * 32 and max(rescaled) > 1.2 * 32 * 32
+
+
 def test_eval_transform_pads_to_32_with_ignore_and_is_deterministic(camvid_dir):
     pairs = data.camvid_pairs(camvid_dir, "val")[:2]
     dataset = data.SegmentationDataset(pairs, data.CAMVID_CLASSES, transforms.eval_transform())
