@@ -14,7 +14,7 @@ CamVid crops, so only the loop differs:
 
 Prints images/s for both and their ratio, and on the CPU the forward + backward time of one
 dense and one depthwise convolution in each precision and memory format (what the loop can gain
-at most); writes ``results/benchmark_train_throughput[_MODEL][_cuda].json``.
+at most); writes ``results/benchmark_train_throughput[_MODEL][_cuda][_PROFILE].json``.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ def main() -> None:
         name += "_" + args.model
     if device.type != "cpu":
         name += "_" + device.type
+    if args.profile != "quick":
+        name += "_" + args.profile
     report.write_result(name, figures, "benchmark")
 
 
