@@ -28,7 +28,7 @@ LITE0_ENCODER = "tu-tf_efficientnet_lite0"
 # U-Net decoder widths for the Lite0 encoder, deepest block first. With smp's default
 # (256, 128, 64, 32, 16) the decoder is most of the network's cost (count_flops: 16.7 GFLOPs at
 # 360x480); halving every block but the last halves the network to 8.3 GFLOPs and cuts a
-# compiled 360x480 frame on 2 CPU cores from 64 to 36.5 ms
+# compiled 360x480 frame on 2 CPU cores from 64 to under 40 ms
 # (benchmarks/inference_latency.py --compile [--decoder-channels 256,128,64,32,16]).
 LITE0_DECODER_CHANNELS = (128, 64, 32, 16, 16)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, kept for MobileNetV2 (the study's)

@@ -145,8 +145,8 @@ def depthwise_convs_in_float32(model: torch.nn.Module):
     """Within this context, depthwise convolutions of ``model`` run in float32 under autocast.
 
     For CPU bf16 training: oneDNN's bf16 kernels for EfficientNet's depthwise convolutions are
-    slower than its float32 channels-last ones (a 5x5 one, forward + backward: 14.8 against
-    5.7 ms on 2 AMD EPYC cores, benchmarks/train_throughput.py), so these layers take float32
+    slower than its float32 channels-last ones (a 5x5 one, forward + backward: about twice as
+    slow on 2 AMD EPYC cores, benchmarks/train_throughput.py), so these layers take float32
     inputs while every other convolution stays in bf16.
     """
     contexts = []
@@ -412,7 +412,7 @@ def parse_overrides(assignments: list[str]) -> dict:
     ``crop_size=224,320`` gives a tuple, ``max_train_images=none`` gives None, and booleans
     read ``true``/``false``. An unknown field is an error naming the known ones.
     """
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    fields = {f.name: f for f in dataclasses.fields(Config)}  # annotations as text: "int | None"
     defaults = Config()
     overrides = {}
     for assignment in assignments:
@@ -432,7 +432,7 @@ def parse_overrides(assignments: list[str]) -> dict:
             value = tuple(int(part) for part in text.split(","))
         elif isinstance(default, float):
             value = float(text)
-        elif isinstance(default, int) or name.startswith("max_") or name == "num_workers":
+        elif isinstance(default, int) or fields[name].type.startswith("int"):
             value = int(text)
         else:
             value = text

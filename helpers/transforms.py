@@ -14,7 +14,7 @@ from .data import IGNORE_INDEX
 STRIDE = 32  # U-Net encoders downsample five times: inputs must be multiples of 32.
 
 
-def train_transform(crop_size: tuple[int, int] = (256, 256), rotate_limit: float = 10.0,
+def train_transform(crop_size: tuple[int, int] = (224, 320), rotate_limit: float = 10.0,
                     scale_limit: float = 0.0):
     """Return the training augmentation: (rescale,) crop, flip, rotate, brightness/contrast, blur.
 
