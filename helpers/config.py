@@ -44,8 +44,11 @@ class Config:
     # AdamW and OneCycleLR (max_lr = lr), stepped once per batch.
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    # Early stopping: stop after this many epochs without a lower validation loss.
+    # Early stopping: stop after this many epochs without a lower validation loss, counted only
+    # once the one-cycle learning rate has annealed to early_stop_lr_fraction of its peak or
+    # lower (helpers.train.EarlyStopping explains why).
     patience: int = 7
+    early_stop_lr_fraction: float = 0.25
     # "none", "median_frequency" (SegNet's weighting of the cross-entropy for CamVid) or
     # "sqrt_median_frequency" (its square root: a softer balance).
     class_weighting: str = "sqrt_median_frequency"
@@ -63,6 +66,12 @@ class Config:
     channels_last: bool = True
     # Evaluate with horizontal-flip test-time augmentation.
     tta_flip: bool = False
+    # Train on "train", or on "train+val" (the final-fit protocol of many CamVid papers: no
+    # held-out model selection is left, so the last epoch is kept and the run is labelled so).
+    fit_on: str = "train"
+    # Augment whole batches on the training device (helpers.batch_transforms) instead of one
+    # image at a time in DataLoader workers: on a GPU the per-image pipeline sets the pace.
+    augment_on_device: bool = False
     # Also score this many (evenly spaced) test images after every epoch, 0 = off. Only for
     # showing how much choosing the epoch on test inflates the result; model selection always
     # uses validation.
@@ -113,13 +122,17 @@ PROFILES: dict[str, Config] = {
     "quick": Config(profile="quick", crop_size=(224, 320), batch_size=4, epochs=16, width=16,
                     track_test_each_epoch=30),
     # A GPU run at full length and resolution.
+    # A GPU run at full length and resolution, augmented on the GPU, objects rescaled by
+    # 0.5-1.5x (benchmarks/gpu_full.sh runs it with seeds and levers).
     "full": Config(
         profile="full",
         crop_size=(352, 480),
+        scale_limit=0.5,
         batch_size=8,
         epochs=80,
         width=64,
         num_workers=None,
+        augment_on_device=True,
         track_test_each_epoch=233,
     ),
 }

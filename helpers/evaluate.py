@@ -39,6 +39,7 @@ def evaluate(
     num_workers: int | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     """Score a model on every image of a dataset at its native resolution.
 
@@ -70,7 +71,7 @@ def evaluate(
     dice_den = torch.zeros((), dtype=torch.float64, device=device)
     for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False):
         masks = masks.to(device, non_blocking=True)
-        logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip)
+        logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip, scales=scales)
         pred = labels_from_logits(logits)
         cm += metrics.confusion_matrix(pred, masks, num_classes, IGNORE_INDEX)
         per_image.append(metrics.per_image_confusion_matrices(pred, masks, num_classes))
@@ -96,8 +97,12 @@ def evaluate(
 
 
 def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
-                        device=None, progress: bool = True) -> dict:
-    """Load a checkpoint and score it on a split of the dataset it was trained on."""
+                        device=None, progress: bool = True,
+                        scales: tuple[float, ...] = (1.0,)) -> dict:
+    """Load a checkpoint and score it on a split of the dataset it was trained on.
+
+    ``scales`` other than ``(1.0,)`` adds multi-scale test-time augmentation.
+    """
     from .checkpoint import load_model
     from .data import build_datasets
     from .inference import pick_device, prepare_model
@@ -108,7 +113,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     model = prepare_model(model, device, config.channels_last)
     dataset = build_datasets(config)[split]
     return evaluate(model, dataset, config.batch_size, amp_dtype(device, config.amp, model.name),
-                    tta_flip=tta_flip, progress=progress, desc=f"{split}{' + flip' if tta_flip else ''}")
+                    tta_flip=tta_flip, progress=progress, scales=scales,
+                    desc=f"{split}{' + flip' if tta_flip else ''}{' multi-scale' if len(scales) > 1 else ''}")
 
 
 @torch.no_grad()
@@ -152,12 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--tta", action="store_true", help="average with a horizontal flip")
+    parser.add_argument("--scales", default="1", metavar="S1,S2,...",
+                        help="multi-scale test-time augmentation, e.g. 0.75,1,1.25 (default 1)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     args = parser.parse_args(argv)
     try:
         _, info = load_model(args.checkpoint)
-        result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device)
+        scales = tuple(float(scale) for scale in args.scales.split(","))
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device,
+                                     scales=scales)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

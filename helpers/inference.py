@@ -98,22 +98,36 @@ def predict_logits(
     dtype: torch.dtype | None = None,
     tta_flip: bool = False,
     channels_last: bool = True,
+    scales: tuple[float, ...] = (1.0,),
 ) -> torch.Tensor:
     """Return float32 logits (N, num_classes, H, W) for images (N, 3, H, W) on the 0-1 scale.
 
     Any H and W work: inputs are padded to the stride and the logits cropped back.
-    ``tta_flip`` averages the logits of the image and its mirror.
+    ``tta_flip`` averages the logits of the image and its mirror; ``scales`` (multi-scale
+    test-time augmentation) averages the logits of the image resized by each factor, each
+    resized back to H x W.
     """
     height, width = images.shape[-2:]
     device = next(model.parameters()).device
-    batch = pad_to_stride(images.to(device, non_blocking=True))
-    if channels_last:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    with autocast(device, dtype):
-        logits = model(batch).float()
-        if tta_flip:
-            logits = 0.5 * (logits + model(batch.flip(-1)).float().flip(-1))
-    return logits[..., :height, :width]
+    images = images.to(device, non_blocking=True)
+    total = None
+    for scale in scales:
+        scaled = images
+        if scale != 1.0:
+            size = (round(height * scale), round(width * scale))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        batch = pad_to_stride(scaled)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with autocast(device, dtype):
+            logits = model(batch).float()
+            if tta_flip:
+                logits = 0.5 * (logits + model(batch.flip(-1)).float().flip(-1))
+        logits = logits[..., :scaled.shape[-2], :scaled.shape[-1]]
+        if scale != 1.0:
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        total = logits if total is None else total + logits
+    return total / len(scales)
 
 
 def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
