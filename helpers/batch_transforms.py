@@ -118,18 +118,20 @@ class DeviceBatches:
         angle = self._uniform(count, -self.rotate_limit, self.rotate_limit) * math.pi / 180
         angle = torch.where(self._chance(count, 0.5), angle, torch.zeros_like(angle))
 
-        ys = torch.arange(crop_h, dtype=torch.float64) + 0.5  # pixel centres
-        xs = torch.arange(crop_w, dtype=torch.float64) + 0.5
+        # The random numbers come from the CPU generator; the grid is built on the device.
+        def on_device(values):
+            return values.to(device=device, dtype=torch.float32).view(-1, 1, 1)
+
+        ys = torch.arange(crop_h, device=device, dtype=torch.float32) + 0.5  # pixel centres
+        xs = torch.arange(crop_w, device=device, dtype=torch.float32) + 0.5
         y, x = torch.meshgrid(ys, xs, indexing="ij")
-        x = torch.where(flip.view(-1, 1, 1), crop_w - x, x)
+        x = torch.where(on_device(flip) > 0, crop_w - x, x)
         cy, cx = crop_h / 2, crop_w / 2
-        cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
-        rx = cos * (x - cx) - sin * (y - cy) + cx + offset_x.view(-1, 1, 1)
-        ry = sin * (x - cx) + cos * (y - cy) + cy + offset_y.view(-1, 1, 1)
-        src_x, src_y = rx / scale.view(-1, 1, 1), ry / scale.view(-1, 1, 1)
+        cos, sin, scale = on_device(angle.cos()), on_device(angle.sin()), on_device(scale)
+        rx = cos * (x - cx) - sin * (y - cy) + cx + on_device(offset_x)
+        ry = sin * (x - cx) + cos * (y - cy) + cy + on_device(offset_y)
         # grid_sample with align_corners=False: -1 and 1 are the outer edges of the image.
-        grid = torch.stack([2 * src_x / width - 1, 2 * src_y / height - 1], dim=-1)
-        return grid.float().to(device)
+        return torch.stack([2 * rx / (scale * width) - 1, 2 * ry / (scale * height) - 1], dim=-1)
 
     def brightness_contrast(self, images: torch.Tensor, limit: float = 0.2, p: float = 0.5):
         """Return ``alpha * image + beta`` (clipped to 0-1) for a random half of the batch."""
