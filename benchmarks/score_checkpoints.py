@@ -37,7 +37,8 @@ def hardware(device: torch.device) -> str:
     return platform.processor() or "cpu"
 
 
-def score(checkpoint: Path, device: torch.device, progress: bool = False) -> dict:
+def score(checkpoint: Path, device: torch.device, progress: bool = False,
+          settings: tuple[str, ...] = tuple(SETTINGS)) -> dict:
     """Return the test scores of one checkpoint under every setting, and its run's record."""
     model, info = load_model(checkpoint)
     config = info["config"]
@@ -46,7 +47,8 @@ def score(checkpoint: Path, device: torch.device, progress: bool = False) -> dic
     dtype = amp_dtype(device, config.amp, model.name)
     row = {"checkpoint": str(checkpoint), "model": config.model, "seed": config.seed,
            "config": config.to_dict(), "epoch": info.get("epoch"), "hardware": hardware(device)}
-    for name, (flip, scales) in SETTINGS.items():
+    for name in settings:
+        flip, scales = SETTINGS[name]
         result = evaluate(model, datasets["test"], 4, dtype, tta_flip=flip, scales=scales,
                           progress=progress, desc=f"test {name}")
         row[f"test_miou_{name}"] = result["miou"]
@@ -69,19 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="JSON file of every score")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help=f"test-time settings to score, of {', '.join(SETTINGS)}")
     args = parser.parse_args(argv)
+    settings = tuple(args.settings.split(","))
+    if not set(settings) <= set(SETTINGS):
+        parser.error(f"--settings takes {', '.join(SETTINGS)}")
     device = pick_device(args.device)
     rows = []
     for checkpoint in args.checkpoints:
         try:
-            rows.append(score(checkpoint, device))
+            rows.append(score(checkpoint, device, settings=settings))
         except (FileNotFoundError, ValueError, RuntimeError) as error:
             print(f"{checkpoint}: {error}", file=sys.stderr)
             continue
         row = rows[-1]
-        print(f"{checkpoint}: test mIoU {row['test_miou_plain']:.4f} | flip "
-              f"{row['test_miou_flip']:.4f} | multi-scale + flip {row['test_miou_multiscale_flip']:.4f}"
-              f" | val {row['val_miou']:.4f}", flush=True)
+        scores = " | ".join(f"{name} {row[f'test_miou_{name}']:.4f}" for name in settings)
+        print(f"{checkpoint}: test mIoU {scores} | val {row['val_miou']:.4f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if len(rows) == len(args.checkpoints) else 1

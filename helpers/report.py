@@ -236,7 +236,33 @@ def crf_table(results: dict[str, dict]) -> str:
             "chosen on the validation split._")
 
 
-BLOCKS = {"results-table": results_table, "flaws-table": flaws_table, "crf-table": crf_table,
+def full_profile_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of the full-profile GPU runs (benchmarks/gpu_full.sh)."""
+    full = results.get("full_profile")
+    if not full:
+        return "_Run `benchmarks/gpu_full.sh` on a GPU, then `benchmarks/full_profile_results.py`._"
+    rows = ["| Run | Seed | Epochs run | Best epoch | Val mIoU | Test mIoU | + flip | + multi-scale & flip "
+            "| Test mIoU on PNG (+ flip) | Status | Hardware |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in full["runs"]:
+        png = run.get("png_test_miou") or {}
+        png_text = (f"{_fmt(png.get('plain'))} ({_fmt(png.get('flip'))})" if png else "–")
+        status = ("finished" if run["complete"] else
+                  f"stopped by the time guard, lr {run['final_lr']:.1e}")
+        rows.append(f"| {run['run']} | {run['seed']} | {run['epochs_run']}/{run['epochs_planned']} "
+                    f"| {run['best_epoch']} | {_fmt(run['val_miou'])} | {_fmt(run['test_miou_plain'])} "
+                    f"| {_fmt(run['test_miou_flip'])} | {_fmt(run['test_miou_multiscale_flip'])} "
+                    f"| {png_text} | {status} | {run['hardware']} |")
+    for summary in full.get("summaries", []):
+        cells = " | ".join(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}"
+                           for k in ("val_miou", "test_miou_plain", "test_miou_flip",
+                                     "test_miou_multiscale_flip"))
+        rows.append(f"| **{summary['model']}, mean ± std** | {', '.join(map(str, summary['seeds']))} "
+                    f"| | | {cells} | – | finished | {summary['hardware']} |")
+    return "\n".join(rows) + f"\n\n_Profile `full`, commit {full['git_commit']}. {full.get('note', '')}_"
+
+
+BLOCKS = {"results-table": results_table, "full-profile-table": full_profile_table, "flaws-table": flaws_table, "crf-table": crf_table,
           "benchmarks": benchmarks_table}
 
 
