@@ -531,7 +531,8 @@ def find_campus() -> Path:
         if Path(given).is_dir():
             return Path(given)
         raise FileNotFoundError(f"{CAMPUS_ENV}={given} is not a folder: point it at a folder of "
-                                "photos, or unset it")
+                                "photos, or unset it and fetch the study's photos with "
+                                "`python -m helpers.data download-campus`")
     for candidate in (project_path().parent / "shared" / "data" / "campus",
                       project_path("data", "campus")):
         if candidate.is_dir():
