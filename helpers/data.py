@@ -350,7 +350,9 @@ def check_dataset(images_dir, masks_dir, classes: ClassInfo, progress: bool = Tr
                     f"(allowed: {sorted(allowed)})"
                 )
         else:
-            colors = {tuple(c) for c in np.unique(raw.reshape(-1, 3), axis=0).tolist()}
+            # One integer per colour: np.unique over RGB rows (axis=0) is far slower.
+            packed = np.unique(_pack_rgb(raw))
+            colors = {(int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255) for v in packed}
             bad = sorted(colors - allowed_colors)
             if bad:
                 problems.append(f"{mask_path}: colours {bad[:5]} are not in the class file")
