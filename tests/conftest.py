@@ -29,10 +29,10 @@ def camvid_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def campus_dir() -> Path:
-    """The folder of campus phone photos (no masks)."""
-    path = SHARED / "campus"
-    if not path.is_dir():
-        pytest.skip(f"campus photos not found at {path}")
+    """The folder of campus phone photos (no masks): ``$CAMPUS_DIR``, else the shared copy."""
+    path = Path(os.environ.get("CAMPUS_DIR") or SHARED / "campus")
+    if not (path / "UNH_DL_55.jpg").is_file():
+        pytest.skip(f"campus photos not found at {path} (python -m helpers.data download-campus)")
     return path
 
 

@@ -45,3 +45,46 @@ def test_a_bad_file_shows_an_error_in_the_page(server, tmp_path):
     found = upload_in_browser(server.url, bad)
     assert found["overlay_width"] == 0
     assert "not an image" in found["error"]
+
+
+@pytest.fixture()
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    from helpers.webapp.browser import CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(server.url)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def huge_photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("huge") / "huge.jpg"
+    path.write_bytes(b"\0" * 64 * 2**20)  # 64 MiB, over the default 25 MB limit
+    return path
+
+
+def test_an_over_limit_photo_is_refused_in_the_page_before_sending(page, huge_photo):
+    posts = []
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
+    page.set_input_files("input[name=image]", str(huge_photo))
+    page.click("#submit")
+    message = page.wait_for_selector("#error").inner_text()
+    assert "huge.jpg is 64.0 MB, larger than the limit of 25 MB" in message
+    assert posts == [], "the page sent the over-limit photo"
+
+
+def test_an_over_limit_upload_that_skips_the_page_check_gets_the_413_page(page, huge_photo):
+    page.set_input_files("input[name=image]", str(huge_photo))
+    # HTMLFormElement.submit() sends the form without a submit event: the page's check never runs.
+    with page.expect_navigation() as navigation:
+        page.evaluate("HTMLFormElement.prototype.submit.call(document.getElementById('upload'))")
+    assert navigation.value.status == 413
+    assert "larger than the limit of 25 MB" in page.inner_text("#error")

@@ -176,3 +176,61 @@ def test_missing_camvid_names_the_variable_and_the_command(tmp_path, monkeypatch
         data.find_camvid(download=False)
     with pytest.raises(FileNotFoundError, match="download failed"):
         data.download_camvid(tmp_path / "data", url="http://127.0.0.1:9/none.tar.gz")
+
+
+# --------------------------------------------------------------------------- campus photos
+
+
+@pytest.fixture
+def photo_host(campus_dir, tmp_path):
+    """A local HTTP server standing in for GitHub's raw-file host, serving a copy of the photos."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    served = tmp_path / "served"
+    shutil.copytree(campus_dir, served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.log_message = lambda *args: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_campus_fetches_and_verifies_the_pinned_photos(photo_host, tmp_path, capsys):
+    url, served = photo_host
+    dest = data.download_campus(tmp_path / "campus", base_url=url)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(data.CAMPUS_PHOTOS)
+    assert "campus photos" in capsys.readouterr().err  # the progress bar
+    # Photos already there and intact are kept; a damaged one is fetched again.
+    (dest / "UNH_DL_55.jpg").write_bytes(b"damaged")
+    (served / "UNH_DL_63.jpg").unlink()  # would fail if it were fetched again
+    data.download_campus(dest, base_url=url, progress=False)
+    assert (dest / "UNH_DL_55.jpg").read_bytes() == (served / "UNH_DL_55.jpg").read_bytes()
+    # A file that differs from the pinned one is refused and not kept.
+    (dest / "UNH_DL_64.jpg").unlink()
+    (served / "UNH_DL_64.jpg").write_bytes(b"not the photo")
+    with pytest.raises(ValueError, match="UNH_DL_64.jpg: got 13 bytes"):
+        data.download_campus(dest, base_url=url, progress=False)
+    assert not (dest / "UNH_DL_64.jpg").exists() and not list(dest.glob(".*.part"))
+
+
+def test_download_campus_without_network_says_the_photos_are_optional(tmp_path):
+    with pytest.raises(FileNotFoundError, match="optional"):
+        data.download_campus(tmp_path / "campus", base_url="http://127.0.0.1:9/", progress=False)
+
+
+def test_campus_photos_missing_gives_an_empty_list_and_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAMPUS_DIR", str(tmp_path / "nowhere"))
+    assert data.campus_photos() == []
+    assert "CAMPUS_DIR" in capsys.readouterr().out
+    monkeypatch.setenv("CAMPUS_DIR", str(tmp_path))
+    assert data.campus_photos() == []
+    assert "download-campus" in capsys.readouterr().out
+    Image.new("RGB", (8, 6)).save(tmp_path / "b.jpg")
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    assert [p.name for p in data.campus_photos(limit=1)] == ["a.png"]

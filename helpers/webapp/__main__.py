@@ -1,8 +1,8 @@
 """Serve the web app with waitress: ``python -m helpers.webapp --checkpoint CKPT``.
 
 Listens on 127.0.0.1:5000 by default (``--host 0.0.0.0`` to serve a network). Request bodies
-up to the upload limit are buffered in memory by waitress, never in temporary files
-(:func:`helpers.webapp.app.waitress_options`).
+up to the upload limit are buffered in memory, never in temporary files; larger ones are read
+and discarded and get a 413 with a message (:mod:`helpers.webapp.server`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    import waitress
 
     from ..predict import DEFAULT_MAX_PIXELS, Predictor
-    from .app import create_app, waitress_options
+    from .app import create_app
+    from .server import make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.torch_threads:
@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(predictor, max_upload_bytes=max_upload_bytes,
                      max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    server = make_server(app, host=args.host, port=args.port, threads=args.threads,
+                         ident="campus-segmentation")
     print(f"serving {predictor.model_name} ({args.runtime}) on http://{args.host}:{args.port}",
           flush=True)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads,
-                   ident="campus-segmentation", **waitress_options(max_upload_bytes))
+    server.run()
     return 0
 
 

@@ -15,9 +15,10 @@ Routes:
 
 Bad input gets a 4xx answer with a message, JSON from the API and HTML from the form, and the
 server carries on: no file or a wrongly named field (400), an empty, truncated or non-image
-file (400), a body over ``max_upload_bytes`` (413; waitress itself refuses bodies more than
-1 MB over it, with a 413 or by closing the connection), an image over ``max_pixels`` such as
-a decompression bomb (413, refused from its header before decoding). Uploads stay in memory
+file (400), a body over ``max_upload_bytes`` (413, however large: the server of
+:mod:`helpers.webapp.server` reads and discards it so that the client gets the answer), an
+image over ``max_pixels`` such as a decompression bomb (413, refused from its header before
+decoding). Uploads stay in memory
 (the multipart parser is told not to spool them to temporary files) and are dropped after
 the answer. The uploaded file name is never used as a path: it is only shown, after
 ``werkzeug.utils.secure_filename`` (``../../etc/passwd.png`` becomes ``etc_passwd.png``).
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
 from ..data import colorize
@@ -97,6 +98,13 @@ def create_app(checkpoint_or_predictor: str | Path | Predictor,
             return jsonify(error=message, status=status), status
         return render_template("index.html", info=model_info, error=message,
                                limit_mb=max_upload_bytes / 2**20), status
+
+    @app.before_request
+    def refuse_large_bodies():
+        # Werkzeug trusts a body marked complete by the server (waitress's chunked uploads)
+        # and would parse a discarded one as empty: refuse by the length the server counted.
+        if request.content_length is not None and request.content_length > max_upload_bytes:
+            raise RequestEntityTooLarge()
 
     @app.errorhandler(UploadError)
     def upload_error(error: UploadError):
@@ -170,19 +178,6 @@ def create_app(checkpoint_or_predictor: str | Path | Predictor,
         return filename, prediction
 
     return app
-
-
-def waitress_options(max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> dict:
-    """Return the waitress settings that keep requests and answers in memory.
-
-    Waitress reads whole request bodies before the app sees them, spilling those over
-    ``inbuf_overflow`` (512 KB by default) to temporary files; here bodies up to a little over
-    the upload limit stay in memory, and a body over the limit still reaches Flask, which
-    answers 413 with a message. Answers (pages with inline pictures) stay in memory too.
-    """
-    buffer = max_upload_bytes + 2**20
-    return {"max_request_body_size": buffer, "inbuf_overflow": buffer,
-            "outbuf_overflow": max(buffer, 64 * 2**20)}
 
 
 def _flag(value: str | None) -> bool:

@@ -24,13 +24,9 @@ class BackgroundServer:
     """
 
     def __init__(self, app, threads: int = 4):
-        from waitress.server import create_server
+        from .server import make_server
 
-        from .app import DEFAULT_MAX_UPLOAD_BYTES, waitress_options
-
-        limit = app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_UPLOAD_BYTES
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads,
-                                    **waitress_options(limit))
+        self.server = make_server(app, host="127.0.0.1", port=0, threads=threads)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self._stopping = False
