@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics, seed_everything
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, load_config, project_path
 from .data import IGNORE_INDEX, build_datasets, class_pixel_counts, median_frequency_weights
 from .evaluate import default_workers, evaluate
@@ -285,7 +285,7 @@ def fit(
         history = training["history"]
         start_epoch = training["epoch"] + 1
         stopper = EarlyStopping(config.patience, **training["early_stopping"])
-        torch.set_rng_state(training["rng"]["torch"])
+        set_rng_state(training["rng"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -345,8 +345,7 @@ def fit(
             "epoch": epoch,
             "early_stopping": stopper.state_dict(),
             "history": history,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": rng_state(),
         }
         save_checkpoint(last_path, model, config, classes, metrics={"val": _scalars(val)},
                         epoch=epoch + 1, training_state=training_state)
