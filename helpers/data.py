@@ -665,6 +665,19 @@ def build_datasets(config: Config, train_transform=None, eval_transform=None):
     }
 
 
+def dataset_name(config: Config) -> str:
+    """Return a short name for a configuration's dataset: ``camvid``, the pairs file's stem,
+    or the images folder's name (its parent's when the folder is called ``images``)."""
+    if config.dataset == "camvid":
+        return "camvid"
+    if config.pairs_file:
+        return Path(config.pairs_file).stem
+    if not config.images_dir:
+        return "folder"
+    images = Path(config.images_dir).resolve()
+    return images.parent.name if images.name.lower() == "images" else images.name
+
+
 def evenly_spaced(items: Sequence, count: int) -> list:
     """Return ``count`` items spread evenly over a sequence (CamVid is ordered by video)."""
     if count >= len(items):

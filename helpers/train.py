@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -75,10 +76,77 @@ class EarlyStopping:
 
 
 def run_dir(config: Config) -> Path:
-    """Return the default output folder of a run: ``runs/<profile>/<model>``."""
+    """Return the default output folder of a run.
+
+    CamVid: ``runs/<profile>/<model>``; your own data: ``runs/<profile>/<dataset>/<model>``
+    (``<dataset>-<split>`` with a named split), so a run on another dataset never lands in
+    the CamVid run's folder.
+    """
+    from .data import dataset_name
+
     root = Path(config.runs_dir)
     root = root if root.is_absolute() else project_path(config.runs_dir)
-    return root / config.profile / config.model
+    if config.dataset == "camvid":
+        return root / config.profile / config.model
+    name = dataset_name(config)
+    if config.split_name and config.split_name != name:
+        name = f"{name}-{config.split_name}"
+    return root / config.profile / name / config.model
+
+
+# Config fields that change how a run is watched, not what it computes.
+NOT_PART_OF_A_RUN = ("tensorboard",)
+
+
+def run_identity(config: Config | dict) -> dict:
+    """Return the fields that make two runs the same run (defaults filled in for fields a
+    configuration saved by an older version lacks)."""
+    data = config.to_dict() if isinstance(config, Config) else config
+    identity = Config.from_dict(data).to_dict()
+    for name in NOT_PART_OF_A_RUN:
+        identity.pop(name, None)
+    return identity
+
+
+def config_hash(config: Config) -> str:
+    """Return a short hash of a configuration's run identity (8 hex digits)."""
+    text = json.dumps(run_identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def saved_run_config(out_dir: str | Path) -> dict | None:
+    """Return the configuration of the run in a folder (``config.json``, else a checkpoint's),
+    or None when the folder holds no run."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return json.loads((out_dir / "config.json").read_text())
+    for name in ("best.pt", "last.pt"):
+        if (out_dir / name).is_file():
+            return read_checkpoint(out_dir / name)["config"]
+    return None
+
+
+def other_run_in(out_dir: str | Path, config: Config) -> list[str]:
+    """Return how the run whose checkpoints a folder holds differs from ``config``, one
+    ``field: saved -> new`` line each (empty when the folder holds no checkpoint or the same
+    run)."""
+    out_dir = Path(out_dir)
+    if not any((out_dir / name).is_file() for name in ("best.pt", "last.pt")):
+        return []
+    saved = saved_run_config(out_dir)
+    if saved is None:
+        return []
+    theirs, ours = run_identity(saved), run_identity(config)
+    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k)]
+
+
+def _refuse_other_run(out_dir: Path, differences: list[str]) -> None:
+    shown = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
+    raise ValueError(
+        f"{out_dir} holds the checkpoints of a run with another configuration ({shown}); "
+        "they are kept. Train into another folder with --out DIR, or continue that run with "
+        "--resume and its own settings."
+    )
 
 
 def class_weights_for(config: Config, train_dataset) -> torch.Tensor | None:
@@ -240,6 +308,8 @@ def fit(
     from torch.utils.data import DataLoader
 
     out_dir = Path(out_dir) if out_dir else run_dir(config)
+    if differences := other_run_in(out_dir, config):
+        _refuse_other_run(out_dir, differences)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     device = pick_device(device)
@@ -369,15 +439,23 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
     notebook works on its own and re-running one does not train twice.
+
+    A run is never removed: when the default folder holds a run of another configuration
+    (trained by hand, or before the profile's recipe changed), this one goes beside it, to
+    ``<folder>@<config hash>``, where later calls find it again. An ``out_dir`` given
+    explicitly that holds another run is refused (``ValueError``).
     """
-    out_dir = Path(out_dir) if out_dir else run_dir(config)
-    saved = out_dir / "config.json"
-    same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict()
+    explicit = out_dir is not None
+    out_dir = Path(out_dir) if explicit else run_dir(config)
+    if not explicit and other_run_in(out_dir, config):
+        beside = out_dir.with_name(f"{out_dir.name}@{config_hash(config)}")
+        print(f"{out_dir} holds a run of another configuration, kept as it is; "
+              f"this one is in {beside}")
+        out_dir = beside
+    saved = saved_run_config(out_dir)
+    same = saved is not None and run_identity(saved) == run_identity(config)
     if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
         return out_dir / "best.pt"
-    if not same and out_dir.exists():
-        for name in ("last.pt", "best.pt", "done.json", "history.csv", "history.json"):
-            (out_dir / name).unlink(missing_ok=True)
     return fit(config, out_dir, resume=same, progress=progress).best_checkpoint
 
 
@@ -446,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet-effnet-lite0", choices=MODEL_NAMES)
     parser.add_argument("--profile", default=None, help="smoke, quick or full (default: $SEG_PROFILE or quick)")
-    parser.add_argument("--out", default=None, help="output folder (default runs/PROFILE/MODEL)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default runs/PROFILE/MODEL for CamVid, "
+                             "runs/PROFILE/DATASET[-SPLIT]/MODEL for your own data)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--class-weighting", default=None,
