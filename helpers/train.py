@@ -290,6 +290,88 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
     }
 
 
+# State-dict prefixes of the layer that turns features into class scores, per architecture.
+CLASSIFIER_PREFIXES = ("net.segmentation_head.", "net.classifier.")
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str | Path, progress: bool = True) -> list[str]:
+    """Load a checkpoint's encoder and decoder into ``model``, keeping ``model``'s freshly
+    initialised classifier (built for the new class list); return the keys left as they were.
+
+    The checkpoint must hold the same architecture (model name, width, decoder widths); its
+    input normalization comes along, since the encoder's features were learned with it.
+    """
+    payload = read_checkpoint(path)
+    source_name = payload["model"]["name"]
+    if source_name != model.name:
+        raise ValueError(f"--init-from {path}: that checkpoint holds a {source_name}, not a "
+                         f"{model.name}; train with --model {source_name}")
+    source = {k: v for k, v in payload["state_dict"].items()
+              if not k.startswith(CLASSIFIER_PREFIXES)}
+    target = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
+                  if k in target and v.shape != target[k].shape]
+    missing = [k for k in target if k not in source and not k.startswith(CLASSIFIER_PREFIXES)]
+    if mismatched or missing:
+        shown = "; ".join((mismatched + missing)[:4])
+        raise ValueError(f"--init-from {path}: its layers do not fit this {model.name} ({shown}); "
+                         "use the checkpoint's width and decoder widths (see its config)")
+    model.load_state_dict(source, strict=False)
+    kept = [k for k in target if k.startswith(CLASSIFIER_PREFIXES)]
+    if progress:
+        print(f"initialised from {path}: {len(source)} tensors loaded, classifier new "
+              f"({payload['model']['num_classes']} -> {model.num_classes} classes)")
+    return kept
+
+
+def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """Return the encoder of a model built by :func:`helpers.models.build_model`."""
+    net = model.net
+    return net.encoder if hasattr(net, "encoder") else net.encoders
+
+
+def freeze_encoder(model: torch.nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) the encoder's weights; its BatchNorm layers keep training.
+
+    As fastai's ``freeze`` does by default (``train_bn``): normalization statistics and
+    affine parameters adapt to the new photos while the learned filters stay fixed.
+    """
+    for module in encoder_of(model).modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(not frozen)
+
+
+def with_tensorboard(config: Config, out_dir: Path, callback: Callable[[dict], None] | None):
+    """Return ``callback`` extended to log each epoch's losses, mIoU and learning rate to
+    ``out_dir/tensorboard`` when ``config.tensorboard`` is set (``tensorboard --logdir runs``)."""
+    if not config.tensorboard:
+        return callback
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise ValueError("TensorBoard logging needs the tensorboard package: pip install "
+                         "tensorboard (or pip install .[tensorboard]), or train without "
+                         "--tensorboard") from error
+    import weakref
+
+    writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    names = {"train_loss": "loss/train", "val_loss": "loss/val", "train_miou": "mIoU/train",
+             "val_miou": "mIoU/val", "test_miou": "mIoU/test (report only)", "lr": "learning rate"}
+
+    def log(row: dict) -> None:
+        for key, tag in names.items():
+            if key in row:
+                writer.add_scalar(tag, row[key], global_step=row["epoch"])
+        writer.flush()
+        if callback is not None:
+            callback(row)
+
+    weakref.finalize(log, writer.close)
+    return log
+
+
 def fit(
     config: Config,
     out_dir: str | Path | None = None,
@@ -325,6 +407,8 @@ def fit(
     model = build_model(config.model, classes.num_classes, width=config.width,
                         output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
                         decoder_channels=config.extra.get("decoder_channels"))
+    if config.init_from:
+        init_from_checkpoint(model, config.init_from, progress)
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -359,6 +443,7 @@ def fit(
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    epoch_callback = with_tensorboard(config, out_dir, epoch_callback)
 
     test_set = None
     if config.track_test_each_epoch:
@@ -376,6 +461,7 @@ def fit(
                 print(f"early stop: no lower validation loss for {config.patience} epochs")
             break
         started = time.perf_counter()
+        freeze_encoder(model, epoch < config.freeze_encoder_epochs)
         generator = _seed_epoch(config, epoch, train_set)
         loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
                             num_workers=workers, generator=generator, worker_init_fn=_worker_init,
@@ -536,9 +622,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any Config field, e.g. --set crop_size=224,320 "
                              "--set rotate_limit=10 (repeatable)")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="fine-tune from a checkpoint (e.g. the CamVid run's best.pt): its "
+                             "encoder and decoder, a new classifier for this dataset's classes")
+    parser.add_argument("--freeze-encoder-epochs", type=int, default=None, metavar="N",
+                        help="keep the encoder's weights fixed for the first N epochs")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="log loss, mIoU and learning rate per epoch to OUT/tensorboard")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.init_from:
+        overrides["init_from"] = str(Path(args.init_from).resolve())
+    if args.freeze_encoder_epochs is not None:
+        overrides["freeze_encoder_epochs"] = args.freeze_encoder_epochs
+    if args.tensorboard:
+        overrides["tensorboard"] = True
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
