@@ -447,12 +447,10 @@ def _locate(given: str, base: Path) -> Path | None:
 
     candidate = Path(given).expanduser()
     candidate = candidate if candidate.is_absolute() else base / candidate
-    if candidate.is_file():
-        return candidate
     parts = PureWindowsPath(given).parts if "\\" in given else Path(given).parts
-    for tail in (parts[-2:], parts[-1:]):
-        if tail and (base.joinpath(*tail)).is_file():
-            return base.joinpath(*tail)
+    for path in (candidate, *(base.joinpath(*tail) for tail in (parts[-2:], parts[-1:]) if tail)):
+        if path.is_file():
+            return Path(os.path.abspath(path))  # "a/../b" -> "b", symlinks kept
     return None
 
 

@@ -407,7 +407,7 @@ def fit(
     model = build_model(config.model, classes.num_classes, width=config.width,
                         output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
                         decoder_channels=config.extra.get("decoder_channels"))
-    if config.init_from:
+    if config.init_from and not (resume and last_path.is_file()):  # resuming loads last.pt
         init_from_checkpoint(model, config.init_from, progress)
     model.to(device)
     if config.channels_last:

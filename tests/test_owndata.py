@@ -180,6 +180,11 @@ def test_a_matlab_export_is_paired_by_its_pairs_file(matlab_export, capsys):
     assert "3 of 3 mask(s) follow their photo's pixels as stored" in out and "OK: 3" in out
     assert data.main(["pairs", "--pairs", str(pairs_file)]) == 0
     assert "IMG_0042.jpg -> " in capsys.readouterr().out
+    # Written back with paths relative to the new CSV, it pairs the same files.
+    copy = pairs_file.parent / "copy" / "pairs.csv"
+    assert data.main(["pairs", "--pairs", str(pairs_file), "--out", str(copy)]) == 0
+    assert "../campus/IMG_0107.jpg,../PixelLabelData/Label_1.png" in copy.read_text()
+    assert data.read_pairs_file(copy) == (pairs, [])
 
     classes = data.load_class_file(class_file)
     image, mask = data.SegmentationDataset(pairs, classes).load(1)
