@@ -519,6 +519,16 @@ def fit(
     return TrainResult(out_dir, best_path, last_path, history, stopper.best_epoch + 1, stopped_early)
 
 
+def run_folder(config: Config) -> Path:
+    """Return the folder :func:`ensure_trained` keeps a configuration's run in: the default
+    folder (:func:`run_dir`), or ``<folder>@<config hash>`` beside it when the default holds
+    the checkpoints of another configuration."""
+    folder = run_dir(config)
+    if other_run_in(folder, config):
+        return folder.with_name(f"{folder.name}@{config_hash(config)}")
+    return folder
+
+
 def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True) -> Path:
     """Return the best checkpoint of the run a configuration names, training it first if needed.
 
@@ -531,13 +541,12 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     ``<folder>@<config hash>``, where later calls find it again. An ``out_dir`` given
     explicitly that holds another run is refused (``ValueError``).
     """
-    explicit = out_dir is not None
-    out_dir = Path(out_dir) if explicit else run_dir(config)
-    if not explicit and other_run_in(out_dir, config):
-        beside = out_dir.with_name(f"{out_dir.name}@{config_hash(config)}")
-        print(f"{out_dir} holds a run of another configuration, kept as it is; "
-              f"this one is in {beside}")
-        out_dir = beside
+    if out_dir is None:
+        out_dir = run_folder(config)
+        if out_dir != run_dir(config):
+            print(f"{run_dir(config)} holds a run of another configuration, kept as it is; "
+                  f"this one is in {out_dir}")
+    out_dir = Path(out_dir)
     saved = saved_run_config(out_dir)
     same = saved is not None and run_identity(saved) == run_identity(config)
     if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
@@ -630,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensorboard", action="store_true",
                         help="log loss, mIoU and learning rate per epoch to OUT/tensorboard")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--where", action="store_true",
+                        help="print the folder the notebooks and make report keep this "
+                             "configuration's run in, and exit (e.g. for make serve)")
     args = parser.parse_args(argv)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.init_from:
@@ -645,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides.update(parse_overrides(args.set))
         config = load_config(args.profile, args.model, **overrides)
+        if args.where:
+            print(Path(args.out) if args.out else run_folder(config))
+            return 0
         result = fit(config, args.out, resume=args.resume, device=args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

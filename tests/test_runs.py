@@ -53,7 +53,11 @@ def test_a_second_different_run_leaves_the_first_runs_checkpoints_intact(camvid_
     other = train.ensure_trained(second, progress=False)
     assert other.parent == folder.with_name(f"unet-effnet-lite0@{train.config_hash(second)}")
     assert other.is_file() and _digests(folder) == before
-    # ... and each call finds its own run again without training.
+    # ... and each call finds its own run again without training, as make serve does.
+    assert train.run_folder(second) == other.parent and train.run_folder(first) == folder
+    assert train.main(["--profile", "smoke", "--set", f"runs_dir={tmp_path}", "--set", "lr=2e-3",
+                       "--epochs", "1", "--where"]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(other.parent))
     stamp = other.stat().st_mtime_ns
     assert train.ensure_trained(second, progress=False) == other
     assert other.stat().st_mtime_ns == stamp
