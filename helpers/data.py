@@ -433,7 +433,7 @@ def read_pairs_file(path: str | Path) -> tuple[list[tuple[Path, Path]], list[str
             if file in seen:
                 problems.append(f"{path}, line {line}: {kind} {file} is already paired on line "
                                 f"{seen[file]}")
-            seen[file] = line
+            seen.setdefault(file, line)
         if mask.suffix.lower() in (".jpg", ".jpeg"):
             problems.append(f"{mask}: JPEG mask; lossy compression changes label values, "
                             "export masks as PNG")
