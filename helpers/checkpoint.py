@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .data import IGNORE_INDEX, ClassInfo
+from .data import ClassInfo
+from .metrics import IGNORE_INDEX
 from .models import SMP_DECODER_CHANNELS, SegmentationModel, build_model
 
 FORMAT = "helpers-segmentation-checkpoint/1"

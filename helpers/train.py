@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from . import metrics, seed_everything
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, load_config, project_path
-from .data import IGNORE_INDEX, build_datasets, class_pixel_counts, median_frequency_weights
-from .evaluate import default_workers, evaluate
+from .data import build_datasets, class_pixel_counts, median_frequency_weights
+from .evaluate import evaluate
 from .inference import amp_dtype, autocast, labels_from_logits, pick_device
+from .machine import default_workers
+from .metrics import IGNORE_INDEX
 from .models import build_model
 
 
@@ -182,7 +184,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
 
     model.train()
     num_classes = model.num_classes
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    confusion = metrics.ConfusionMatrix(num_classes, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     batches = 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
@@ -208,12 +210,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
             scheduler.step()
             with torch.no_grad():
                 loss_sum += loss.detach()
-                cm += metrics.confusion_matrix(labels_from_logits(logits.detach()), masks, num_classes)
+                confusion.update(labels_from_logits(logits.detach()), masks)
             batches += 1
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / batches:.3f}",
-                                miou=f"{metrics.summarize(cm)['miou']:.3f}")
-    summary = metrics.summarize(cm)
+                                miou=f"{confusion.compute()['miou']:.3f}")
+    summary = confusion.compute()
     return {
         "loss": float(loss_sum) / max(batches, 1),
         "miou": summary["miou"],
