@@ -59,7 +59,7 @@ def save_checkpoint(
             "name": model.name,
             "num_classes": model.num_classes,
             "width": config.width,
-            "output_stride": config.extra.get("output_stride", 16),
+            "output_stride": config.output_stride,
             "decoder_channels": getattr(model, "decoder_channels", None),
             "mean": model.mean.flatten().tolist(),
             "std": model.std.flatten().tolist(),

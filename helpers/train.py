@@ -255,8 +255,8 @@ def fit(
     weights = class_weights_for(config, train_set)
     mean, std = normalization_for(config, train_set)
     model = build_model(config.model, classes.num_classes, width=config.width,
-                        output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
-                        decoder_channels=config.extra.get("decoder_channels"))
+                        output_stride=config.output_stride, mean=mean, std=std,
+                        decoder_channels=config.decoder_channels)
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -375,7 +375,7 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     """
     out_dir = Path(out_dir) if out_dir else run_dir(config)
     saved = out_dir / "config.json"
-    same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict()
+    same = saved.is_file() and Config.from_dict(json.loads(saved.read_text())) == config
     if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
         return out_dir / "best.pt"
     if not same and out_dir.exists():
@@ -420,8 +420,8 @@ def parse_overrides(assignments: list[str]) -> dict:
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         name, text = name.strip(), text.strip()
-        if not sep or name not in fields or name in ("extra", "profile"):
-            known = ", ".join(n for n in fields if n not in ("extra", "profile"))
+        if not sep or name not in fields or name == "profile":
+            known = ", ".join(n for n in fields if n != "profile")
             raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {known}")
         default = getattr(defaults, name)
         if default is None and text.lower() in ("none", "null"):
@@ -430,7 +430,7 @@ def parse_overrides(assignments: list[str]) -> dict:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {assignment!r}: {name} takes true or false")
             value = text.lower() in ("true", "1")
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple) or fields[name].type.startswith("tuple"):
             value = tuple(int(part) for part in text.split(","))
         elif isinstance(default, float):
             value = float(text)
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
-        overrides["extra"] = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
+        overrides["decoder_channels"] = tuple(int(c) for c in args.decoder_channels.split(","))
     try:
         overrides.update(parse_overrides(args.set))
         config = load_config(args.profile, args.model, **overrides)

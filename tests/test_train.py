@@ -145,7 +145,7 @@ def test_train_command_takes_decoder_widths_and_field_overrides(camvid_dir, tmp_
     model, info = checkpoint.load_model(tmp_path / "best.pt")
     assert model.decoder_channels == (64, 32, 16, 16, 8)
     assert model.net.segmentation_head[0].in_channels == 8
-    assert info["config"].extra["decoder_channels"] == [64, 32, 16, 16, 8]
+    assert info["config"].decoder_channels == (64, 32, 16, 16, 8)
     assert info["config"].crop_size == (64, 64) and info["config"].rotate_limit == 5.0
     assert json.loads((tmp_path / "config.json").read_text())["crop_size"] == [64, 64]
 
