@@ -136,6 +136,7 @@ PROFILES: dict[str, Config] = {
     ),
 }
 
+
 @dataclass(frozen=True)
 class DeepLabCRFSettings:
     """What notebook 07 (DeepLabV3+ and the dense CRF, measured) runs in a profile."""

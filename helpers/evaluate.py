@@ -79,7 +79,6 @@ def evaluate(
         dice_num += num
         dice_den += den
     model.train(was_training)
-    confusion.reduce_from_all_processes()
     result = confusion.compute(getattr(dataset, "classes", None) and list(dataset.classes.names))
     result["confusion_matrix"] = confusion.matrix.cpu()
     result["loss"] = float(loss_sum / weight_sum.clamp(min=1))
