@@ -13,7 +13,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 CAMVID_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/camvid/CamVid)))
 export CAMVID_DIR
 
-.PHONY: help setup report test lint notebooks-test serve benchmarks clean-notebooks
+.PHONY: help setup report test lint serve benchmarks
 
 help:
 	@echo "make report   run notebooks 01-07 ($(PROFILE) profile): figures/, results/, README table"

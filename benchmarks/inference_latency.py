@@ -37,7 +37,7 @@ import torch
 from helpers.checkpoint import load_model, save_checkpoint
 from helpers.config import load_config, project_path
 from helpers.data import CAMVID_CLASSES
-from helpers.export import export_onnx, latency_ms, load_onnx
+from helpers.export import export_onnx, load_onnx
 from helpers.inference import (
     amp_dtype,
     compile_for_inference,
@@ -45,6 +45,7 @@ from helpers.inference import (
     predict_logits,
     prepare_model,
 )
+from helpers.machine import latency_ms
 from helpers.models import build_model
 
 DEFAULT_CHECKPOINT = "runs/quick/unet-effnet-lite0/best.pt"

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 
 from helpers import report, seed_everything
 from helpers.config import load_config
-from helpers.data import IGNORE_INDEX, build_datasets
+from helpers.data import build_datasets
 from helpers.inference import amp_dtype, pick_device
+from helpers.metrics import IGNORE_INDEX
 from helpers.models import build_model
 from helpers.train import build_optimizer, train_one_epoch
 

@@ -1,9 +1,11 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
-Modules, from the bottom up: ``config``, ``metrics``, ``transforms``, ``pretrained``,
-``data``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``inference``, ``evaluate``,
-``train``, ``predict``, ``export``, ``webapp``. Imports stay light here so that
-``import helpers`` is instant; each module imports its heavy libraries itself.
+Modules, from the bottom up (each imports only modules before it; the README's
+"Architecture" section says what each owns): ``config``, ``metrics``, ``machine``,
+``inference``, ``pretrained``, ``transforms``, ``boundary``, ``data``, ``models``, ``stats``,
+``checkpoint``, ``plots``, ``evaluate``, ``crf``, ``train``, ``export``, ``predict``,
+``webapp``, ``report``, ``experiment``. Imports stay light here so that ``import helpers`` is
+instant; each module imports its heavy libraries itself.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ import math
 import cv2
 import numpy as np
 
-IGNORE_INDEX = 255
+from .metrics import IGNORE_INDEX
+
 TOLERANCE_FRACTION = 0.0075  # of the image diagonal (SegNet, Csurka et al.)
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import IGNORE_INDEX, ClassInfo
+from .data import ClassInfo
+from .metrics import IGNORE_INDEX
 from .models import SMP_DECODER_CHANNELS, SegmentationModel, build_model
 
 FORMAT = "helpers-segmentation-checkpoint/1"
@@ -77,7 +78,7 @@ def save_checkpoint(
             "name": model.name,
             "num_classes": model.num_classes,
             "width": config.width,
-            "output_stride": config.extra.get("output_stride", 16),
+            "output_stride": config.output_stride,
             "decoder_channels": getattr(model, "decoder_channels", None),
             "mean": model.mean.flatten().tolist(),
             "std": model.std.flatten().tolist(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROFILE_ENV = "SEG_PROFILE"
@@ -35,6 +35,11 @@ class Config:
     model: str = "unet-effnet-lite0"
     # Base width of the mini U-Net (64 = the classic 64..1024, 32 = a lighter 32..512).
     width: int = 32
+    # U-Net decoder widths, deepest first; None = the model's default (the Lite0 U-Net's light
+    # 128, 64, 32, 16, 16; smp's is 256, 128, 64, 32, 16).
+    decoder_channels: tuple[int, ...] | None = None
+    # DeepLabV3+ output stride: 16 (atrous rates 6, 12, 18) or 8 (12, 24, 36).
+    output_stride: int = 16
     # Training crop (height, width); evaluation always runs at the native resolution.
     crop_size: tuple[int, int] = (224, 320)
     # Augmentation: rotation up to +-rotate_limit degrees (half the crops), and a random rescale
@@ -87,7 +92,6 @@ class Config:
     freeze_encoder_epochs: int = 0
     # Log loss, mIoU and learning rate per epoch for TensorBoard (OUT/tensorboard/).
     tensorboard: bool = False
-    extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Config:
         """Return a copy with some fields changed."""
@@ -97,19 +101,27 @@ class Config:
         """Return the configuration as plain JSON-friendly data."""
         data = dataclasses.asdict(self)
         data["crop_size"] = list(self.crop_size)
+        if self.decoder_channels is not None:
+            data["decoder_channels"] = list(self.decoder_channels)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:
-        """Rebuild a configuration saved with :meth:`to_dict`, ignoring unknown keys."""
+        """Rebuild a configuration saved with :meth:`to_dict`, ignoring unknown keys.
+
+        Configurations saved before ``decoder_channels`` and ``output_stride`` were fields kept
+        them in an untyped ``extra`` dict; they are read from there.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {**(data.get("extra") or {}), **data}
         kwargs = {k: v for k, v in data.items() if k in names}
-        if "crop_size" in kwargs:
-            kwargs["crop_size"] = tuple(kwargs["crop_size"])
+        for name in ("crop_size", "decoder_channels"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)
 
     def __str__(self) -> str:
-        rows = [f"  {k:<24} {v}" for k, v in self.to_dict().items() if k != "extra" or v]
+        rows = [f"  {k:<24} {v}" for k, v in self.to_dict().items()]
         return "Config(\n" + "\n".join(rows) + "\n)"
 
 
@@ -145,6 +157,44 @@ PROFILES: dict[str, Config] = {
         track_test_each_epoch=233,
     ),
 }
+
+
+@dataclass(frozen=True)
+class DeepLabCRFSettings:
+    """What notebook 07 (DeepLabV3+ and the dense CRF, measured) runs in a profile."""
+
+    # DeepLabV3+'s training epochs; None = the profile's ``epochs``.
+    deeplab_epochs: int | None
+    # The CRF parameter search on the validation split: images, parameter sets, and mean-field
+    # iterations per set (DeepLab used 10).
+    search_images: int
+    search_candidates: int
+    crf_iterations: int
+    # Test images the CRF is scored on, evenly spaced; None = all.
+    crf_test_images: int | None
+    # Models also scored without the CRF on the whole test split.
+    full_test_models: tuple[str, ...]
+
+
+DEEPLAB_CRF_MODELS = ("U-Net", "DeepLabV3+", "mini U-Net")
+DEEPLAB_CRF_SETTINGS: dict[str, DeepLabCRFSettings] = {
+    "smoke": DeepLabCRFSettings(None, search_images=2, search_candidates=2, crf_iterations=2,
+                                crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
+    # About 8 minutes on 2 CPU cores including DeepLabV3+'s training: fewer epochs than the
+    # U-Nets, a small search, the CRF on 40 test images. Only DeepLabV3+ is scored on the whole
+    # test split here; the U-Nets' full-test scores come from notebooks 03 and 04.
+    "quick": DeepLabCRFSettings(5, search_images=8, search_candidates=6, crf_iterations=5,
+                                crf_test_images=40, full_test_models=("DeepLabV3+",)),
+    "full": DeepLabCRFSettings(None, search_images=40, search_candidates=24, crf_iterations=10,
+                               crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
+}
+
+
+def deeplab_crf_settings(config: Config) -> DeepLabCRFSettings:
+    """Return notebook 07's settings for a configuration's profile, epochs filled in."""
+    settings = DEEPLAB_CRF_SETTINGS[config.profile]
+    return dataclasses.replace(settings, deeplab_epochs=settings.deeplab_epochs or config.epochs)
+
 
 # The from-scratch network's recipe in the study: heavier weight decay, 30 epochs.
 SCRATCH_OVERRIDES = {"weight_decay": 5e-4}

@@ -166,8 +166,9 @@ def softmax_probabilities(model, image: np.ndarray, dtype=None) -> np.ndarray:
     import torch
 
     from .inference import predict_logits
+    from .transforms import to_tensor
 
-    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+    batch = to_tensor(image)[None]
     logits = predict_logits(model, batch, dtype=dtype)
     return torch.softmax(logits[0], dim=0).numpy()
 
@@ -219,13 +220,12 @@ def miou_of(predictions, targets, num_classes: int) -> float:
     """Return the dataset-level mIoU (one confusion matrix, void ignored) of label maps."""
     import torch
 
-    from . import metrics
+    from .metrics import ConfusionMatrix
 
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    confusion = ConfusionMatrix(num_classes)
     for pred, target in zip(predictions, targets, strict=True):
-        cm += metrics.confusion_matrix(torch.from_numpy(np.asarray(pred)),
-                                       torch.from_numpy(np.asarray(target)), num_classes)
-    return metrics.summarize(cm)["miou"]
+        confusion.update(torch.from_numpy(np.asarray(pred)), torch.from_numpy(np.asarray(target)))
+    return confusion.compute()["miou"]
 
 
 def search_params(samples, num_classes: int, candidates: list[CRFParams],
@@ -369,19 +369,20 @@ def evaluate_with_crf(model, dataset, params: CRFParams | None = None, crf_indic
     from . import metrics
     from .boundary import BoundaryScore
     from .inference import labels_from_logits, predict_logits
+    from .transforms import to_tensor
 
     num_classes = model.num_classes
     names = list(dataset.classes.names) if hasattr(dataset, "classes") else None
     indices = list(range(len(dataset)) if indices is None else indices)
     crf_set = set(indices if crf_indices is None else crf_indices) & set(indices)
-    parts = {key: {"cm": torch.zeros(num_classes, num_classes, dtype=torch.int64),
+    parts = {key: {"confusion": metrics.ConfusionMatrix(num_classes),
                    "per_image": [], "boundary": BoundaryScore(num_classes, boundary_tolerance)}
              for key in ("without_crf", "without_crf_subset", "with_crf")}
     forward_times, crf_times = [], []
 
     def add(key, pred, target):
         part = parts[key]
-        part["cm"] += metrics.confusion_matrix(pred, target, num_classes)
+        part["confusion"].update(pred, target)
         part["per_image"].append(metrics.per_image_confusion_matrices(pred[None], target[None],
                                                                       num_classes))
         part["boundary"].update(pred, target)
@@ -391,7 +392,7 @@ def evaluate_with_crf(model, dataset, params: CRFParams | None = None, crf_indic
     for index in tqdm(indices, desc=desc, disable=not progress, leave=False):
         image, mask = dataset.load(index)
         target = torch.from_numpy(mask.astype(np.int64))
-        batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        batch = to_tensor(image)[None]
         started = time.perf_counter()
         logits = predict_logits(model, batch, dtype=dtype)
         pred = labels_from_logits(logits)[0].cpu()
@@ -408,8 +409,8 @@ def evaluate_with_crf(model, dataset, params: CRFParams | None = None, crf_indic
 
     result = {}
     for key, part in parts.items():
-        summary = metrics.summarize(part["cm"], names)
-        summary["confusion_matrix"] = part["cm"].tolist()
+        summary = part["confusion"].compute(names)
+        summary["confusion_matrix"] = part["confusion"].matrix.tolist()
         summary["per_image_miou"] = (metrics.per_image_mean_iou(torch.cat(part["per_image"]))
                                      if part["per_image"] else math.nan)
         summary["boundary"] = part["boundary"].summary()

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Config, project_path
+from .metrics import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
@@ -1017,12 +1017,13 @@ class SegmentationDataset:
     def __getitem__(self, index: int):
         import torch
 
+        from .transforms import to_tensor
+
         image, mask = self.load(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        image_tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        return image_tensor.float().div_(255.0), torch.from_numpy(np.ascontiguousarray(mask)).long()
+        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask)).long()
 
 
 def class_pixel_counts(dataset: SegmentationDataset, progress: bool = False) -> np.ndarray:

@@ -15,17 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
-from .data import IGNORE_INDEX
 from .inference import amp_dtype, labels_from_logits, predict_logits
-
-
-def default_workers() -> int:
-    """Return DataLoader workers for this machine: 0 with fewer than 4 cores, where workers
-    compete with the compute threads (measured fastest on 2 cores)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cores or 1) < 4 else min(8, cores // 2)
+from .machine import default_workers
+from .metrics import IGNORE_INDEX
 
 
 @torch.no_grad()
@@ -47,7 +39,8 @@ def evaluate(
     keys (``miou``, ``iou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``dice``...),
     ``loss`` (cross-entropy over labelled pixels, weighted as in training), and the original
     study's figures for comparison: ``per_image_miou`` and ``integer_id_dice``.
-    Padding pixels carry the ignore index and are never scored.
+    Images are padded to the encoder's stride inside :func:`predict_logits` and the logits
+    cropped back, so padding is never scored.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -63,7 +56,7 @@ def evaluate(
         num_workers=default_workers() if num_workers is None else num_workers,
     )
     weights = None if class_weights is None else class_weights.to(device)
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    confusion = metrics.ConfusionMatrix(num_classes, device)
     per_image = []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -73,7 +66,7 @@ def evaluate(
         masks = masks.to(device, non_blocking=True)
         logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip, scales=scales)
         pred = labels_from_logits(logits)
-        cm += metrics.confusion_matrix(pred, masks, num_classes, IGNORE_INDEX)
+        confusion.update(pred, masks)
         per_image.append(metrics.per_image_confusion_matrices(pred, masks, num_classes))
         loss_sum += F.cross_entropy(
             logits, masks, weight=weights, ignore_index=IGNORE_INDEX, reduction="sum"
@@ -87,8 +80,8 @@ def evaluate(
         dice_num += num
         dice_den += den
     model.train(was_training)
-    result = metrics.summarize(cm, getattr(dataset, "classes", None) and list(dataset.classes.names))
-    result["confusion_matrix"] = cm.cpu()
+    result = confusion.compute(getattr(dataset, "classes", None) and list(dataset.classes.names))
+    result["confusion_matrix"] = confusion.matrix.cpu()
     result["loss"] = float(loss_sum / weight_sum.clamp(min=1))
     result["per_image_miou"] = metrics.per_image_mean_iou(torch.cat(per_image)) if per_image else float("nan")
     result["integer_id_dice"] = float(dice_num / dice_den.clamp(min=1))
@@ -115,32 +108,6 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     return evaluate(model, dataset, config.batch_size, amp_dtype(device, config.amp, model.name),
                     tta_flip=tta_flip, progress=progress, scales=scales,
                     desc=f"{split}{' + flip' if tta_flip else ''}{' multi-scale' if len(scales) > 1 else ''}")
-
-
-@torch.no_grad()
-def time_inference(model, batch_size: int = 1, height: int = 360, width: int = 480,
-                   repeats: int = 10, warmup: int = 3, dtype=None) -> dict:
-    """Return inference speed through the project's inference path on random input.
-
-    ``{"ms_per_batch", "ms_per_image", "images_per_second"}``: the median over ``repeats``
-    timed calls after ``warmup`` untimed ones.
-    """
-    import statistics
-    import time
-
-    device = next(model.parameters()).device
-    images = torch.rand(batch_size, 3, height, width, device=device)
-    times = []
-    for index in range(warmup + repeats):
-        started = time.perf_counter()
-        predict_logits(model, images, dtype=dtype)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= warmup:
-            times.append(time.perf_counter() - started)
-    per_batch = statistics.median(times)
-    return {"ms_per_batch": 1000 * per_batch, "ms_per_image": 1000 * per_batch / batch_size,
-            "images_per_second": batch_size / per_batch}
 
 
 def public_metrics(result: dict) -> dict:

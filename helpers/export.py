@@ -1,4 +1,4 @@
-"""Export a checkpoint to ONNX and run it with onnxruntime; measure inference latency.
+"""Export a checkpoint to ONNX and run it with onnxruntime.
 
 The ONNX model takes what the PyTorch model takes: float32 RGB images on the 0-1 scale, NCHW,
 any batch size, height and width multiples of 32 (the normalization of the encoder is inside
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,21 +111,6 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
 def classes_from_metadata(metadata: dict) -> ClassInfo:
     """Return the label set stored in an exported model's metadata."""
     return ClassInfo.from_dict(json.loads(metadata["classes"]))
-
-
-def latency_ms(run: Callable[[], object], repetitions: int = 20, warmup: int = 3) -> dict:
-    """Return timings of ``run()`` in milliseconds: median, p90 (of ``repetitions``) and minimum."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        run()
-        times.append(1000 * (time.perf_counter() - start))
-    times.sort()
-    return {"median_ms": statistics.median(times),
-            "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
-            "min_ms": times[0], "repetitions": repetitions}
 
 
 def main(argv: list[str] | None = None) -> int:

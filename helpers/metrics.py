@@ -16,6 +16,8 @@ import math
 
 import torch
 
+# The label of pixels that no loss or metric counts: void in CamVid, padding and the corners a
+# rotation invents. The project's one definition; datasets map their own void id to it.
 IGNORE_INDEX = 255
 
 
@@ -54,6 +56,38 @@ def per_image_confusion_matrices(
     big = confusion_matrix(pred + offsets * num_classes, shifted_target, batch * num_classes, -1)
     blocks = big.view(batch, num_classes, batch, num_classes)
     return blocks[torch.arange(batch), :, torch.arange(batch), :]
+
+
+class ConfusionMatrix:
+    """One confusion matrix accumulated over a dataset, batch by batch (torchvision's
+    ``references/segmentation`` accumulator): every evaluation loop of the project uses it.
+
+    ``update(pred, target)`` adds a batch of class ids on the matrix's device without a host
+    synchronisation; ``reduce_from_all_processes()`` sums the matrices of a distributed run;
+    ``compute()`` returns the dataset-level metrics of :func:`summarize`.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str | None = None,
+                 ignore_index: int = IGNORE_INDEX):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add predicted and true class ids of the same shape (any batch shape)."""
+        device = self.matrix.device
+        self.matrix += confusion_matrix(pred.to(device), target.to(device), self.num_classes,
+                                        self.ignore_index)
+
+    def reduce_from_all_processes(self) -> None:
+        """Sum the matrices of all processes of a ``torch.distributed`` run (no-op otherwise)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.all_reduce(self.matrix)
+
+    def compute(self, class_names: list[str] | None = None) -> dict:
+        """Return :func:`summarize` of the accumulated matrix."""
+        return summarize(self.matrix, class_names)
 
 
 def iou_per_class(cm: torch.Tensor) -> torch.Tensor:

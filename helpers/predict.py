@@ -71,6 +71,7 @@ from .inference import (
     upsample_labels,
     working_size,
 )
+from .transforms import to_tensor
 
 RUNTIMES = ("torch", "onnx")
 # Long side of the working scale: CamVid's 480 for one pass; twice that for sliding windows.
@@ -379,7 +380,7 @@ class Predictor:
         tile = self.tile if tile is None else tile
         max_side = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
         working = resize_image(image, working_size(*size, max_side))
-        tensor = torch.from_numpy(working).permute(2, 0, 1).float().div_(255.0)  # channels-last
+        tensor = to_tensor(working)
         spent: list[float] = []
         timings = {"resize": 1000 * (time.perf_counter() - start)}
         logits_fn = partial(self._timed_logits, spent=spent)

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from . import metrics, seed_everything
 from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, load_config, project_path
-from .data import IGNORE_INDEX, build_datasets, class_pixel_counts, median_frequency_weights
-from .evaluate import default_workers, evaluate
+from .data import build_datasets, class_pixel_counts, median_frequency_weights
+from .evaluate import evaluate
 from .inference import amp_dtype, autocast, labels_from_logits, pick_device
+from .machine import default_workers
+from .metrics import IGNORE_INDEX
 from .models import build_model
 
 
@@ -296,7 +298,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
 
     model.train()
     num_classes = model.num_classes
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    confusion = metrics.ConfusionMatrix(num_classes, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     batches = 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
@@ -322,12 +324,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
             scheduler.step()
             with torch.no_grad():
                 loss_sum += loss.detach()
-                cm += metrics.confusion_matrix(labels_from_logits(logits.detach()), masks, num_classes)
+                confusion.update(labels_from_logits(logits.detach()), masks)
             batches += 1
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / batches:.3f}",
-                                miou=f"{metrics.summarize(cm)['miou']:.3f}")
-    summary = metrics.summarize(cm)
+                                miou=f"{confusion.compute()['miou']:.3f}")
+    summary = confusion.compute()
     return {
         "loss": float(loss_sum) / max(batches, 1),
         "miou": summary["miou"],
@@ -451,8 +453,8 @@ def fit(
     weights = class_weights_for(config, train_set)
     mean, std = normalization_for(config, train_set)
     model = build_model(config.model, classes.num_classes, width=config.width,
-                        output_stride=config.extra.get("output_stride", 16), mean=mean, std=std,
-                        decoder_channels=config.extra.get("decoder_channels"))
+                        output_stride=config.output_stride, mean=mean, std=std,
+                        decoder_channels=config.decoder_channels)
     if config.init_from and not (resume and last_path.is_file()):  # resuming loads last.pt
         init_from_checkpoint(model, config.init_from, progress)
     model.to(device)
@@ -655,8 +657,8 @@ def parse_overrides(assignments: list[str]) -> dict:
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         name, text = name.strip(), text.strip()
-        if not sep or name not in fields or name in ("extra", "profile"):
-            known = ", ".join(n for n in fields if n not in ("extra", "profile"))
+        if not sep or name not in fields or name == "profile":
+            known = ", ".join(n for n in fields if n != "profile")
             raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {known}")
         default = getattr(defaults, name)
         if default is None and text.lower() in ("none", "null"):
@@ -665,7 +667,7 @@ def parse_overrides(assignments: list[str]) -> dict:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {assignment!r}: {name} takes true or false")
             value = text.lower() in ("true", "1")
-        elif isinstance(default, tuple):
+        elif isinstance(default, tuple) or fields[name].type.startswith("tuple"):
             value = tuple(int(part) for part in text.split(","))
         elif isinstance(default, float):
             value = float(text)
@@ -744,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.class_weighting:
         overrides["class_weighting"] = args.class_weighting
     if args.decoder_channels:
-        overrides["extra"] = {"decoder_channels": [int(c) for c in args.decoder_channels.split(",")]}
+        overrides["decoder_channels"] = tuple(int(c) for c in args.decoder_channels.split(","))
     try:
         if all(folder):
             overrides.update(folder_overrides(*folder, args.split))

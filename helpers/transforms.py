@@ -1,17 +1,29 @@
-"""Joint image/mask augmentation (albumentations) and padding to the encoder stride.
+"""Joint image/mask augmentation (albumentations) and the uint8 image -> tensor conversion.
 
 Geometric transforms move image and mask together; the mask always uses nearest-neighbour
 interpolation, and every pixel a transform invents (rotation corners, padding) gets
-:data:`helpers.data.IGNORE_INDEX` so it never counts in the loss or the metrics.
+:data:`helpers.metrics.IGNORE_INDEX` so it never counts in the loss or the metrics. Padding to
+the encoder's stride is not done here: :func:`helpers.inference.predict_logits` pads every
+input and crops the logits back, so datasets keep images at their own size.
 """
 
 from __future__ import annotations
 
 import cv2
+import numpy as np
 
-from .data import IGNORE_INDEX
+from .metrics import IGNORE_INDEX
 
-STRIDE = 32  # U-Net encoders downsample five times: inputs must be multiples of 32.
+
+def to_tensor(image: np.ndarray):
+    """Return a float32 (3, H, W) tensor on the 0-1 scale from an (H, W, 3) uint8 RGB image.
+
+    The tensor is a permuted view made contiguous by ``float()``, which keeps the strides: it is
+    channels-last in memory, the layout the models run fastest in, without an extra copy.
+    """
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
 
 
 def train_transform(crop_size: tuple[int, int] = (224, 320), rotate_limit: float = 10.0,
@@ -57,30 +69,15 @@ def train_transform(crop_size: tuple[int, int] = (224, 320), rotate_limit: float
 
 
 def eval_transform():
-    """Return the evaluation transform: no randomness, only padding to a multiple of 32.
+    """Return the evaluation transform: none, images and masks stay as they are.
 
-    Padding goes to the bottom and right with the mask padded as ignore, so CamVid's 360 rows
-    become 384 and the extra rows are never scored.
+    Evaluation runs at the native resolution; :func:`helpers.inference.predict_logits` pads
+    the images to the encoder's stride (CamVid's 360 rows to 384) and crops the logits back
+    to the mask's size, so padding is never scored.
     """
     import albumentations as A
 
-    return A.Compose([pad_to_stride()])
-
-
-def pad_to_stride(stride: int = STRIDE):
-    """Return an albumentations transform padding bottom/right to a multiple of ``stride``."""
-    import albumentations as A
-
-    return A.PadIfNeeded(
-        min_height=None,
-        min_width=None,
-        pad_height_divisor=stride,
-        pad_width_divisor=stride,
-        position="top_left",
-        border_mode=cv2.BORDER_CONSTANT,
-        fill=0,
-        fill_mask=IGNORE_INDEX,
-    )
+    return A.Compose([])
 
 
 def seed_style_val_transform():
@@ -91,4 +88,4 @@ def seed_style_val_transform():
     """
     import albumentations as A
 
-    return A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), pad_to_stride()])
+    return A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])

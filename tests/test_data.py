@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from helpers import data
-from helpers.data import IGNORE_INDEX
+from helpers.metrics import IGNORE_INDEX
 
 CLASS_FILE = {
     "classes": [

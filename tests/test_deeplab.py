@@ -39,13 +39,13 @@ def test_deeplab_trains_a_smoke_profile_run(camvid_dir, tmp_path, output_stride)
     from helpers.train import fit
 
     config = load_config("smoke", "deeplabv3plus-effnet-lite0",
-                         extra={"output_stride": output_stride})
+                         output_stride=output_stride)
     start = models.build_model(config.model, 11, output_stride=output_stride).state_dict()
     result = fit(config, out_dir=tmp_path, progress=False)
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
     assert all(torch.isfinite(torch.tensor(row["val_loss"])) for row in result.history)
     model, info = load_model(result.best_checkpoint)
-    assert info["config"].extra["output_stride"] == output_stride
+    assert info["config"].output_stride == output_stride
     trained = model.state_dict()
     changed = [k for k in start if k.endswith("weight") and not torch.equal(start[k], trained[k])]
     assert any(k.startswith("net.encoder.") for k in changed)

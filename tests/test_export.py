@@ -14,8 +14,6 @@ from helpers.export import PARITY_ATOL, classes_from_metadata, export_onnx, load
 from helpers.inference import onnx_logits, predict_logits
 from helpers.predict import Predictor
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-
 
 @pytest.fixture(scope="module")
 def onnx_path(smoke_checkpoint, tmp_path_factory):

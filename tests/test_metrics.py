@@ -78,3 +78,18 @@ def test_integer_id_dice_depends_on_class_numbering_but_dice_does_not():
     dice = metrics.summarize(metrics.confusion_matrix(pred, target, 4))["dice"]
     dice2 = metrics.summarize(metrics.confusion_matrix(renumber[pred], renumber[target], 4))["dice"]
     assert dice == pytest.approx(dice2)
+
+
+def test_confusion_matrix_accumulator_equals_one_matrix_over_the_whole_set():
+    generator = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 4, (6, 12, 16), generator=generator)
+    target = torch.randint(0, 4, (6, 12, 16), generator=generator)
+    target[:, :2] = metrics.IGNORE_INDEX
+    accumulator = metrics.ConfusionMatrix(4)
+    for start in range(0, 6, 4):  # batches of 4 and 2
+        accumulator.update(pred[start:start + 4], target[start:start + 4])
+    accumulator.reduce_from_all_processes()  # no distributed run: unchanged
+    whole = metrics.confusion_matrix(pred, target, 4)
+    torch.testing.assert_close(accumulator.matrix, whole)
+    assert int(accumulator.matrix.sum()) == 6 * 10 * 16  # the ignored rows are not counted
+    assert accumulator.compute() == metrics.summarize(whole)

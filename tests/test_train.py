@@ -7,9 +7,10 @@ import torch
 
 from helpers import checkpoint, train
 from helpers.config import load_config
-from helpers.data import CAMVID_CLASSES, IGNORE_INDEX, build_datasets
+from helpers.data import CAMVID_CLASSES, build_datasets
 from helpers.evaluate import evaluate
 from helpers.evaluate import main as evaluate_main
+from helpers.metrics import IGNORE_INDEX
 
 
 def test_checkpoint_describes_itself(smoke_run):
@@ -62,8 +63,10 @@ def test_evaluation_scores_every_labelled_pixel_once_and_never_padding(smoke_che
     test_set = build_datasets(info["config"])["test"]
     labelled = sum(int((test_set.load(i)[1] != IGNORE_INDEX).sum()) for i in range(len(test_set)))
     result = evaluate(model, test_set, batch_size=2, progress=False)
-    assert test_set[0][0].shape[-2:] == (384, 480)  # padded for the encoder...
-    assert result["pixels"] == int(result["confusion_matrix"].sum()) == labelled  # ...never scored
+    # predict_logits pads the 360 rows to 384 for the encoder and crops the logits back: the
+    # padding is never scored.
+    assert test_set[0][0].shape[-2:] == (360, 480)
+    assert result["pixels"] == int(result["confusion_matrix"].sum()) == labelled
     assert 0.0 <= result["miou"] <= 1.0 and math.isfinite(result["loss"])
     flipped = evaluate(model, test_set, batch_size=4, tta_flip=True, progress=False)
     assert flipped["pixels"] == labelled and not np.allclose(flipped["iou"], result["iou"], equal_nan=True)
@@ -142,7 +145,7 @@ def test_train_command_takes_decoder_widths_and_field_overrides(camvid_dir, tmp_
     model, info = checkpoint.load_model(tmp_path / "best.pt")
     assert model.decoder_channels == (64, 32, 16, 16, 8)
     assert model.net.segmentation_head[0].in_channels == 8
-    assert info["config"].extra["decoder_channels"] == [64, 32, 16, 16, 8]
+    assert info["config"].decoder_channels == (64, 32, 16, 16, 8)
     assert info["config"].crop_size == (64, 64) and info["config"].rotate_limit == 5.0
     assert json.loads((tmp_path / "config.json").read_text())["crop_size"] == [64, 64]
 

@@ -21,6 +21,7 @@ from PIL import Image
 from helpers.data import read_image
 from helpers.predict import Predictor
 from helpers.webapp import create_app
+from helpers.webapp.app import DEFAULT_TILE
 from helpers.webapp.browser import BackgroundServer
 
 MAX_UPLOAD = 4 * 2**20
@@ -139,16 +140,15 @@ def test_form_upload_shows_photo_overlay_mask_and_legend(client, campus_photo):
     assert re.search(r"Network \d+ ms", page)
 
 
-def test_tile_option_runs_sliding_windows(client, camvid_image):
-    response = post(client, encoded(Image.fromarray(camvid_image), "PNG"), "a.png", tile="1")
-    assert response.status_code == 200 and response.get_json()["mode"] == "tile"
-
-
-def test_crf_option(client, camvid_image):
-    pytest.importorskip("helpers.crf", reason="helpers.crf (CRF refinement) is not available")
-    pytest.importorskip("pydensecrf", reason="pydensecrf2 is not installed")
-    response = post(client, encoded(Image.fromarray(camvid_image), "PNG"), "a.png", crf="on")
-    assert response.status_code == 200 and response.get_json()["crf"] is True
+@pytest.mark.parametrize("option, value", [("tile", "1"), ("crf", "on")])
+def test_tile_and_crf_options_return_the_predictors_mask(client, predictor, camvid_image,
+                                                         option, value):
+    response = post(client, encoded(Image.fromarray(camvid_image), "PNG"), "a.png",
+                    **{option: value})
+    assert response.status_code == 200
+    expected = (predictor.predict(camvid_image, tile=DEFAULT_TILE) if option == "tile"
+                else predictor.predict(camvid_image, crf=True))
+    np.testing.assert_array_equal(np.asarray(decode_mask(response.get_json())), expected.mask)
 
 
 # --------------------------------------------------------------------------- unusual valid images

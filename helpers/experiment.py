@@ -1,0 +1,81 @@
+"""The steps notebooks 03 (transfer learning) and 04 (mini U-Net) share, for one model each.
+
+Train (or reuse) the run, score it on the test split, then look: metrics tables, predictions
+next to the ground truth, predictions on the campus photos. Each function is one step a
+notebook cell shows; training and scoring themselves are :func:`helpers.train.ensure_trained`
+and :func:`helpers.report.ensure_result`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Config
+from .data import ClassInfo
+
+METRIC_ROWS = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy",
+               "mean_class_accuracy": "mean class accuracy", "dice": "Dice (macro)"}
+
+
+def metrics_table(result: dict):
+    """Return a DataFrame of the test metrics without and with flip TTA.
+
+    ``result`` is a model's result from :func:`helpers.report.ensure_result`.
+    """
+    import pandas as pd
+
+    scores = {"test": result["test"], "test + flip TTA": result["test_flip_tta"]}
+    return pd.DataFrame({name: [score[key] for key in METRIC_ROWS] for name, score in scores.items()},
+                        index=list(METRIC_ROWS.values()))
+
+
+def per_class_table(test: dict, classes: ClassInfo):
+    """Return a DataFrame of IoU and Dice per class from a test result (NaN: class absent)."""
+    import pandas as pd
+
+    return pd.DataFrame({"IoU": test["iou"], "Dice": test["dice_per_class"]},
+                        index=list(classes.names))
+
+
+def predictions_on_test_images(checkpoint: str | Path, config: Config, count: int = 3):
+    """Return ``(images, truths, predictions)`` for ``count`` evenly spaced test images.
+
+    uint8 RGB images, their masks and the model's class ids, all at the native resolution,
+    through the project's one inference path.
+    """
+    from .checkpoint import load_model
+    from .data import build_datasets, evenly_spaced
+    from .inference import amp_dtype, labels_from_logits, pick_device, predict_logits, prepare_model
+    from .transforms import to_tensor
+
+    device = pick_device()
+    model, _ = load_model(checkpoint)
+    model = prepare_model(model, device, config.channels_last)
+    dtype = amp_dtype(device, config.amp, config.model)
+    test_set = build_datasets(config)["test"]
+    images, truths, predictions = [], [], []
+    for index in evenly_spaced(range(len(test_set)), count):
+        image, mask = test_set.load(index)
+        logits = predict_logits(model, to_tensor(image)[None], dtype=dtype)
+        images.append(image)
+        truths.append(mask)
+        predictions.append(labels_from_logits(logits)[0].cpu().numpy())
+    return images, truths, predictions
+
+
+def campus_predictions_figure(checkpoint: str | Path, photos: list[Path]):
+    """Return a figure of the model's labels over some campus photos (see
+    :func:`helpers.data.campus_photos`), each titled with the time its prediction took."""
+    import matplotlib.pyplot as plt
+
+    from .predict import Predictor
+
+    predictor = Predictor(checkpoint)
+    fig, axes = plt.subplots(1, len(photos), figsize=(4 * len(photos), 5), squeeze=False)
+    for ax, photo in zip(axes[0], photos, strict=True):
+        prediction = predictor.predict_file(photo)
+        ax.imshow(prediction.overlay(max_side=640))
+        ax.set_title(f"{photo.name} ({prediction.total_ms:.0f} ms)", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
