@@ -33,11 +33,16 @@ class DeviceBatches:
     ``images``: uint8 (N, H, W, 3); ``masks``: uint8 or int64 (N, H, W) of class ids with
     :data:`IGNORE_INDEX`. Iterating yields ``(images, masks)``: float32 (B, 3, h, w) on the 0-1
     scale and int64 (B, h, w), ``h, w = crop_size``; the last incomplete batch is dropped.
+
+    In a distributed run (``num_replicas`` processes, this one ``rank``) every process draws
+    the same shuffled order from ``generator`` (seeded alike everywhere) and takes its own
+    disjoint share of it, as a ``DistributedSampler`` does; its augmentation then draws from a
+    stream of its own, so the processes do not apply the same rotations and crops side by side.
     """
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, batch_size: int,
                  crop_size: tuple[int, int], rotate_limit: float = 10.0, scale_limit: float = 0.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, rank: int = 0, num_replicas: int = 1):
         if images.ndim != 4 or images.shape[-1] != 3 or masks.shape != images.shape[:3]:
             raise ValueError(f"expected images (N, H, W, 3) and masks (N, H, W), got "
                              f"{tuple(images.shape)} and {tuple(masks.shape)}")
@@ -48,11 +53,14 @@ class DeviceBatches:
         self.rotate_limit = rotate_limit
         self.scale_limit = scale_limit
         self.generator = generator or torch.Generator()
+        self.rank, self.num_replicas = rank, num_replicas
+        self._own_stream: torch.Generator | None = None  # this process's augmentation stream
 
     @classmethod
     def from_dataset(cls, dataset, device: torch.device, batch_size: int, crop_size,
                      rotate_limit: float = 10.0, scale_limit: float = 0.0,
-                     generator: torch.Generator | None = None) -> DeviceBatches:
+                     generator: torch.Generator | None = None, rank: int = 0,
+                     num_replicas: int = 1) -> DeviceBatches:
         """Decode every pair of a :class:`helpers.data.SegmentationDataset` onto ``device``.
 
         All images must share one size (CamVid's are 360x480); a folder dataset of mixed sizes
@@ -68,22 +76,34 @@ class DeviceBatches:
                              "augment_on_device=false")
         images = torch.from_numpy(np.stack([image for image, _ in pairs])).to(device)
         masks = torch.from_numpy(np.stack([mask for _, mask in pairs])).to(device)
-        return cls(images, masks, batch_size, crop_size, rotate_limit, scale_limit, generator)
+        return cls(images, masks, batch_size, crop_size, rotate_limit, scale_limit, generator,
+                   rank, num_replicas)
 
     def __len__(self) -> int:
-        return len(self.images) // self.batch_size
+        return len(self.images) // self.num_replicas // self.batch_size
 
     def __iter__(self):
         order = torch.randperm(len(self.images), generator=self.generator)
+        self._own_stream = None
+        if self.num_replicas > 1:
+            share = len(self.images) // self.num_replicas
+            order = order[:share * self.num_replicas][self.rank::self.num_replicas]
+            seed = int(torch.randint(2**62, (1,), generator=self.generator)) + self.rank
+            self._own_stream = torch.Generator().manual_seed(seed)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size].to(self.images.device)
             yield self.augment(self.images[index], self.masks[index])
 
+    @property
+    def _random(self) -> torch.Generator:
+        """The generator augmentation draws from."""
+        return self.generator if self._own_stream is None else self._own_stream
+
     def _uniform(self, count: int, low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(count, generator=self.generator, dtype=torch.float64)
+        return low + (high - low) * torch.rand(count, generator=self._random, dtype=torch.float64)
 
     def _chance(self, count: int, p: float) -> torch.Tensor:
-        return torch.rand(count, generator=self.generator) < p
+        return torch.rand(count, generator=self._random) < p
 
     def augment(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return one augmented batch from uint8 images (B, 3, H, W) and masks (B, H, W)."""
@@ -111,9 +131,9 @@ class DeviceBatches:
         # Crop offset in the rescaled image; negative where it is smaller than the crop (padding).
         room_y, room_x = height * scale - crop_h, width * scale - crop_w
         offset_y = torch.minimum(room_y, torch.zeros(())) + room_y.abs() * torch.rand(
-            count, generator=self.generator, dtype=torch.float64)
+            count, generator=self._random, dtype=torch.float64)
         offset_x = torch.minimum(room_x, torch.zeros(())) + room_x.abs() * torch.rand(
-            count, generator=self.generator, dtype=torch.float64)
+            count, generator=self._random, dtype=torch.float64)
         flip = self._chance(count, 0.5)
         angle = self._uniform(count, -self.rotate_limit, self.rotate_limit) * math.pi / 180
         angle = torch.where(self._chance(count, 0.5), angle, torch.zeros_like(angle))

@@ -64,11 +64,13 @@ def save_checkpoint(
     metrics: dict | None = None,
     epoch: int | None = None,
     training_state: dict | None = None,
+    world_size: int = 1,
 ) -> Path:
     """Write a checkpoint atomically (a crash never leaves half a file) and return its path.
 
     ``training_state`` (optimizer, scheduler, scaler, RNG, early stopping, history) is only
-    needed to resume training.
+    needed to resume training. ``world_size`` is the number of processes that trained
+    together (torchrun): the global batch was ``config.batch_size * world_size``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ def save_checkpoint(
         "config": config.to_dict(),
         "metrics": metrics or {},
         "epoch": epoch,
+        "world_size": world_size,
         "versions": library_versions(),
         "training_state": training_state,
     }
@@ -169,7 +172,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Return ``(model, info)``: the model in eval mode on ``device`` and the checkpoint's metadata.
 
     ``info`` has ``classes`` (a :class:`ClassInfo`), ``config`` (a :class:`Config`),
-    ``metrics``, ``epoch``, ``versions`` and ``path``.
+    ``metrics``, ``epoch``, ``world_size`` (processes that trained it), ``versions`` and ``path``.
     """
     payload = read_checkpoint(path)
     spec = payload["model"]
@@ -191,6 +194,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         "config": Config.from_dict(payload["config"]),
         "metrics": payload.get("metrics", {}),
         "epoch": payload.get("epoch"),
+        "world_size": payload.get("world_size", 1),
         "versions": payload.get("versions", {}),
         "path": str(path),
         "extra": {k: v for k, v in payload.items() if k.startswith("x_")},

@@ -79,6 +79,9 @@ class Config:
     # Augment whole batches on the training device (helpers.batch_transforms) instead of one
     # image at a time in DataLoader workers: on a GPU the per-image pipeline sets the pace.
     augment_on_device: bool = False
+    # Several processes (torchrun): compute BatchNorm's batch statistics over the global batch
+    # (SyncBatchNorm) instead of each process's own few images. No effect in one process.
+    sync_batchnorm: bool = False
     # Also score this many (evenly spaced) test images after every epoch, 0 = off. Only for
     # showing how much choosing the epoch on test inflates the result; model selection always
     # uses validation.
@@ -154,6 +157,7 @@ PROFILES: dict[str, Config] = {
         width=64,
         num_workers=None,
         augment_on_device=True,
+        sync_batchnorm=True,
         track_test_each_epoch=233,
     ),
 }

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .distributed import all_gather_objects, all_reduce_sum, is_distributed, shard_indices
 from .inference import amp_dtype, labels_from_logits, predict_logits
 from .machine import default_workers
 from .metrics import IGNORE_INDEX
@@ -32,6 +33,7 @@ def evaluate(
     progress: bool = True,
     desc: str = "evaluate",
     scales: tuple[float, ...] = (1.0,),
+    distributed: bool = False,
 ) -> dict:
     """Score a model on every image of a dataset at its native resolution.
 
@@ -41,6 +43,10 @@ def evaluate(
     study's figures for comparison: ``per_image_miou`` and ``integer_id_dice``.
     Images are padded to the encoder's stride inside :func:`predict_logits` and the logits
     cropped back, so padding is never scored.
+
+    ``distributed`` (in a torchrun run): each process scores a disjoint share of the images and
+    every sum (confusion matrix, loss, the study's figures) is added up over the processes, so
+    each process returns the scores of the whole dataset.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -49,8 +55,14 @@ def evaluate(
     num_classes = model.num_classes
     was_training = model.training
     model.eval()
+    share = dataset
+    distributed = distributed and is_distributed()
+    if distributed:
+        from torch.utils.data import Subset
+
+        share = Subset(dataset, shard_indices(len(dataset)))
     loader = DataLoader(
-        dataset,
+        share,
         batch_size=batch_size,
         shuffle=False,
         num_workers=default_workers() if num_workers is None else num_workers,
@@ -80,10 +92,16 @@ def evaluate(
         dice_num += num
         dice_den += den
     model.train(was_training)
+    per_image = torch.cat(per_image) if per_image else torch.zeros(0, num_classes, num_classes, dtype=torch.int64)
+    if distributed:
+        confusion.reduce_from_all_processes()
+        for total in (loss_sum, weight_sum, dice_num, dice_den):
+            all_reduce_sum(total)
+        per_image = torch.cat(all_gather_objects(per_image.cpu()))
     result = confusion.compute(getattr(dataset, "classes", None) and list(dataset.classes.names))
     result["confusion_matrix"] = confusion.matrix.cpu()
     result["loss"] = float(loss_sum / weight_sum.clamp(min=1))
-    result["per_image_miou"] = metrics.per_image_mean_iou(torch.cat(per_image)) if per_image else float("nan")
+    result["per_image_miou"] = metrics.per_image_mean_iou(per_image) if len(per_image) else float("nan")
     result["integer_id_dice"] = float(dice_num / dice_den.clamp(min=1))
     result["images"] = len(dataset)
     return result

@@ -9,6 +9,11 @@ Command line::
 
     python -m helpers.train --model unet-effnet-lite0 --profile quick [--out DIR] [--resume]
     python -m helpers.train --images DIR --masks DIR --classes FILE [--split NAME] --out DIR
+    torchrun --nproc_per_node=4 -m helpers.train --profile full [--out DIR] [--resume]
+
+Under ``torchrun`` each process trains on its share of every epoch with DistributedDataParallel;
+the global batch is ``batch_size`` x the number of processes (the learning rate stays as
+configured) and only rank 0 writes checkpoints, history and progress.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -30,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics, seed_everything
+from . import distributed, metrics, seed_everything
 from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, load_config, project_path
 from .data import build_datasets, class_pixel_counts, median_frequency_weights
@@ -131,15 +137,30 @@ def run_dir(config: Config) -> Path:
 
 # Config fields that change how a run is watched, not what it computes.
 NOT_PART_OF_A_RUN = ("tensorboard",)
+# Config fields that change what a run computes only when several processes train it.
+DISTRIBUTED_ONLY = ("sync_batchnorm",)
 
 
-def run_identity(config: Config | dict) -> dict:
+def run_identity(config: Config | dict, world_size: int | None = None) -> dict:
     """Return the fields that make two runs the same run (defaults filled in for fields a
-    configuration saved by an older version lacks)."""
+    configuration saved by an older version lacks).
+
+    A run trained by several processes (torchrun) also has its ``world_size``: the global
+    batch is ``batch_size`` x ``world_size``, so it is part of what was computed. A saved
+    configuration (a dict) carries its own ``world_size`` (1 when absent); a :class:`Config`
+    takes ``world_size`` (default 1).
+    """
     data = config.to_dict() if isinstance(config, Config) else config
+    if world_size is None:
+        world_size = 1 if isinstance(config, Config) else int(data.get("world_size", 1))
     identity = Config.from_dict(data).to_dict()
     for name in NOT_PART_OF_A_RUN:
         identity.pop(name, None)
+    if world_size > 1:
+        identity["world_size"] = world_size
+    else:
+        for name in DISTRIBUTED_ONLY:
+            identity.pop(name, None)
     return identity
 
 
@@ -151,28 +172,30 @@ def config_hash(config: Config) -> str:
 
 def saved_run_config(out_dir: str | Path) -> dict | None:
     """Return the configuration of the run in a folder (``config.json``, else a checkpoint's),
-    or None when the folder holds no run."""
+    with the ``world_size`` it was trained with, or None when the folder holds no run."""
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         return json.loads((out_dir / "config.json").read_text())
     for name in ("best.pt", "last.pt"):
         if (out_dir / name).is_file():
-            return read_checkpoint(out_dir / name)["config"]
+            payload = read_checkpoint(out_dir / name)
+            return {**payload["config"], "world_size": payload.get("world_size", 1)}
     return None
 
 
-def other_run_in(out_dir: str | Path, config: Config) -> list[str]:
-    """Return how the run whose checkpoints a folder holds differs from ``config``, one
-    ``field: saved -> new`` line each (empty when the folder holds no checkpoint or the same
-    run)."""
+def other_run_in(out_dir: str | Path, config: Config, world_size: int = 1) -> list[str]:
+    """Return how the run whose checkpoints a folder holds differs from ``config`` trained by
+    ``world_size`` processes, one ``field: saved -> new`` line each (empty when the folder
+    holds no checkpoint or the same run)."""
     out_dir = Path(out_dir)
     if not any((out_dir / name).is_file() for name in ("best.pt", "last.pt")):
         return []
     saved = saved_run_config(out_dir)
     if saved is None:
         return []
-    theirs, ours = run_identity(saved), run_identity(config)
-    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k)]
+    theirs, ours = run_identity(saved), run_identity(config, world_size)
+    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in {**ours, **theirs}
+            if theirs.get(k) != ours.get(k)]
 
 
 def _refuse_other_run(out_dir: Path, differences: list[str]) -> None:
@@ -227,9 +250,18 @@ def normalization_for(config: Config, train_dataset) -> tuple[tuple, tuple] | tu
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
-def _seed_epoch(config: Config, epoch: int, dataset) -> torch.Generator:
-    """Seed everything random for one epoch, so a resumed run repeats an uninterrupted one."""
-    seed = config.seed * 1000 + epoch
+def epoch_seed(config: Config, epoch: int) -> int:
+    """Return the seed of an epoch: what shuffles the training split (the same in every process)."""
+    return config.seed * 1000 + epoch
+
+
+def _seed_epoch(config: Config, epoch: int, dataset, rank: int = 0) -> torch.Generator:
+    """Seed everything random for one epoch, so a resumed run repeats an uninterrupted one.
+
+    Each process of a distributed run gets its own seed (rank 0 that of a single process), so
+    the processes draw different augmentations.
+    """
+    seed = epoch_seed(config, epoch) + rank * 1_000_003
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -292,12 +324,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
     """Train for one pass over ``loader``; return ``{"loss", "miou", "pixel_accuracy"}``.
 
     Loss and confusion matrix are accumulated on the device; the progress bar reads them only
-    every few batches, so the GPU is never stalled by a per-batch host sync.
+    every few batches, so the GPU is never stalled by a per-batch host sync. ``model`` may be
+    wrapped in ``DistributedDataParallel``: the returned figures then sum every process's
+    batches (each process runs the same number of them).
     """
     from tqdm.auto import tqdm
 
     model.train()
-    num_classes = model.num_classes
+    num_classes = getattr(model, "module", model).num_classes
     confusion = metrics.ConfusionMatrix(num_classes, device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     batches = 0
@@ -329,6 +363,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion_weigh
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / batches:.3f}",
                                 miou=f"{confusion.compute()['miou']:.3f}")
+    confusion.reduce_from_all_processes()
+    distributed.all_reduce_sum(loss_sum)
+    batches *= distributed.world_size()
     summary = confusion.compute()
     return {
         "loss": float(loss_sum) / max(batches, 1),
@@ -433,19 +470,38 @@ def fit(
 
     ``resume`` continues from ``out_dir/last.pt`` (model, optimizer, scheduler, scaler, epoch,
     early-stopping state, history) and finishes where an uninterrupted run would.
-    ``epoch_callback`` gets each epoch's history row after ``last.pt`` is written.
+    ``epoch_callback`` gets each epoch's history row after ``last.pt`` is written (in every
+    process of a distributed run).
+
+    Started by torchrun (``WORLD_SIZE`` > 1), every process trains the same model with
+    DistributedDataParallel on its own share of each epoch, ``batch_size`` images per process
+    and step: the global batch is ``batch_size * world_size``, and the one-cycle schedule and
+    early stopping count its steps. The learning rate is used as configured (scale it yourself,
+    with ``--set lr=...``, if the larger batch calls for it). ``config.sync_batchnorm``
+    computes BatchNorm statistics over the global batch. Validation is scored on the whole
+    split, each process a disjoint share, the sums added up; only rank 0 writes files and shows
+    progress. A distributed run resumes with the same number of processes.
     """
     from torch.utils.data import DataLoader
 
+    processes = distributed.setup(device)
+    world_size, rank = processes.world_size, processes.rank
+    writes = rank == 0  # only rank 0 writes files
+    progress = progress and writes
     out_dir = Path(out_dir) if out_dir else run_dir(config)
-    if differences := other_run_in(out_dir, config):
+    if differences := other_run_in(out_dir, config, world_size):
         _refuse_other_run(out_dir, differences)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    device = pick_device(device)
+    device = processes.device if processes.is_distributed else pick_device(device)
     seed_everything(config.seed)
     if progress:
         print(config)
+        if processes.is_distributed:
+            print(f"{world_size} processes ({device.type}): global batch "
+                  f"{config.batch_size} x {world_size} = {config.batch_size * world_size}, "
+                  f"lr {config.lr:g}, BatchNorm {'synchronised' if config.sync_batchnorm else 'per process'}")
 
     datasets = datasets or build_datasets(config)
     train_set, val_set = training_split(config, datasets), datasets["val"]
@@ -460,13 +516,17 @@ def fit(
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if processes.is_distributed and config.sync_batchnorm:
+        model = distributed.convert_sync_batchnorm(model, device)
     dtype = amp_dtype(device, config.amp, config.model)
     weights_on_device = None if weights is None else weights.to(device)
 
     workers = default_workers() if config.num_workers is None else config.num_workers
-    batches_per_epoch = len(train_set) // config.batch_size
+    # Steps per epoch of the global batch: what the one-cycle schedule and early stopping count.
+    batches_per_epoch = len(train_set) // (config.batch_size * world_size)
     if batches_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images is fewer than one batch of {config.batch_size}")
+        raise ValueError(f"{len(train_set)} training images is fewer than one batch of "
+                         f"{config.batch_size} x {world_size} process(es)")
     optimizer = build_optimizer(model, config, device)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * batches_per_epoch
@@ -494,8 +554,18 @@ def fit(
         set_rng_state(training["rng"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    epoch_callback = with_tensorboard(config, out_dir, epoch_callback)
+    trained_model = model  # what is saved and evaluated: never the DDP wrapper
+    if processes.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            # Frozen encoder epochs leave parameters without gradients.
+            find_unused_parameters=config.freeze_encoder_epochs > start_epoch)
+    if writes:
+        record = {**config.to_dict(), "world_size": world_size}
+        (out_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        epoch_callback = with_tensorboard(config, out_dir, epoch_callback)
 
     test_set = None
     if config.track_test_each_epoch:
@@ -509,9 +579,18 @@ def fit(
         from .batch_transforms import DeviceBatches
 
         batches = DeviceBatches.from_dataset(train_set, device, config.batch_size, config.crop_size,
-                                             config.rotate_limit, config.scale_limit)
+                                             config.rotate_limit, config.scale_limit,
+                                             rank=rank, num_replicas=world_size)
+    sampler = None
+    if processes.is_distributed and batches is None:
+        from torch.utils.data import DistributedSampler
+
+        # set_epoch(epoch) shuffles with seed + epoch: epoch_seed(config, epoch) in every process.
+        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=epoch_seed(config, 0), drop_last=True)
     stopped_early = False
-    (out_dir / "done.json").unlink(missing_ok=True)
+    if writes:
+        (out_dir / "done.json").unlink(missing_ok=True)
     for epoch in range(start_epoch, config.epochs):
         if stopper.should_stop:
             stopped_early = True
@@ -519,21 +598,28 @@ def fit(
                 print(f"early stop: no lower validation loss for {config.patience} epochs")
             break
         started = time.perf_counter()
-        freeze_encoder(model, epoch < config.freeze_encoder_epochs)
-        generator = _seed_epoch(config, epoch, train_set)
+        freeze_encoder(trained_model, epoch < config.freeze_encoder_epochs)
+        generator = _seed_epoch(config, epoch, train_set, rank)
         if batches is not None:
-            batches.generator = generator
+            # The same order in every process (each takes its share), as in one process.
+            batches.generator = torch.Generator().manual_seed(epoch_seed(config, epoch))
             loader = batches
         else:
-            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
-                                drop_last=True, num_workers=workers, generator=generator,
-                                worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
+                                sampler=sampler, drop_last=True, num_workers=workers,
+                                generator=generator, worker_init_fn=_worker_init,
+                                pin_memory=device.type == "cuda")
         desc = f"epoch {epoch + 1}/{config.epochs}"
         train_stats = train_one_epoch(model, loader, optimizer, scheduler, scaler, weights_on_device,
                                       device, dtype, config.channels_last, progress, desc)
         trained = time.perf_counter()
-        val = evaluate(model, val_set, config.batch_size, dtype, class_weights=weights,
-                       num_workers=workers, progress=progress, desc="validate")
+        # Without synchronised BatchNorm each process has its own running statistics: score
+        # (everywhere) the model rank 0 saves.
+        distributed.broadcast_buffers(trained_model)
+        val = evaluate(trained_model, val_set, config.batch_size, dtype, class_weights=weights,
+                       num_workers=workers, progress=progress, desc="validate", distributed=True)
         row = {
             "epoch": epoch + 1,
             "lr": scheduler.get_last_lr()[0],
@@ -547,20 +633,22 @@ def fit(
             "val_dice": val["dice"],
         }
         if test_set is not None:
-            test = evaluate(model, test_set, config.batch_size, dtype, num_workers=workers,
-                            progress=progress, desc="test (report only)")
+            test = evaluate(trained_model, test_set, config.batch_size, dtype, num_workers=workers,
+                            progress=progress, desc="test (report only)", distributed=True)
             row["test_miou"] = test["miou"]
         row["seconds"] = time.perf_counter() - started
         row["train_seconds"] = trained - started
+        row["world_size"] = world_size
         history.append(row)
 
         if select_on_val:
             improved = stopper.step(val["loss"], epoch)
         else:  # fitted on train+val, the validation split is training data: keep the last epoch
             improved, stopper.best_epoch = True, epoch
-        if improved:
-            save_checkpoint(best_path, model, config, classes, metrics={"val": _scalars(val)},
-                            epoch=epoch + 1)
+        if improved and writes:
+            save_checkpoint(best_path, trained_model, config, classes,
+                            metrics={"val": _scalars(val)}, epoch=epoch + 1,
+                            world_size=world_size)
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -570,19 +658,23 @@ def fit(
             "history": history,
             "rng": rng_state(),
         }
-        save_checkpoint(last_path, model, config, classes, metrics={"val": _scalars(val)},
-                        epoch=epoch + 1, training_state=training_state)
-        write_history(history, out_dir)
+        if writes:
+            save_checkpoint(last_path, trained_model, config, classes,
+                            metrics={"val": _scalars(val)}, epoch=epoch + 1,
+                            training_state=training_state, world_size=world_size)
+            write_history(history, out_dir)
         if progress:
             print(f"{desc}: train loss {row['train_loss']:.3f} mIoU {row['train_miou']:.3f} | "
                   f"val loss {row['val_loss']:.3f} mIoU {row['val_miou']:.3f}"
                   f"{' *' if improved else ''} | {row['seconds']:.0f}s")
         if epoch_callback is not None:
             epoch_callback(row)
-    (out_dir / "done.json").write_text(
-        json.dumps({"best_epoch": stopper.best_epoch + 1, "epochs_run": len(history),
-                    "stopped_early": stopped_early}) + "\n"
-    )
+    if writes:
+        (out_dir / "done.json").write_text(
+            json.dumps({"best_epoch": stopper.best_epoch + 1, "epochs_run": len(history),
+                        "stopped_early": stopped_early}) + "\n"
+        )
+    distributed.barrier()  # every process returns once rank 0's files are written
     return TrainResult(out_dir, best_path, last_path, history, stopper.best_epoch + 1, stopped_early)
 
 
@@ -761,7 +853,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"best epoch {result.best_epoch}: {result.best_checkpoint}")
+    finally:
+        distributed.cleanup()
+    if distributed.requested_world_size() <= 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(f"best epoch {result.best_epoch}: {result.best_checkpoint}")
     return 0
 
 
