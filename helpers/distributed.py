@@ -6,7 +6,8 @@ group from those variables (NCCL on GPUs, gloo on the CPU) and picks the device 
 rank; without them, or with ``WORLD_SIZE=1``, nothing happens and every function here answers
 as a single process would, so a plain ``python -m helpers.train`` runs exactly as before.
 
-Imports nothing from the project: the training loop and the evaluation use it alike.
+Imports nothing from the project (timm only for its GPU BatchNorm conversion): the training
+loop and the evaluation use it alike.
 """
 
 from __future__ import annotations
@@ -125,13 +126,30 @@ def shard_indices(count: int) -> list[int]:
     return list(range(rank(), count, world_size()))
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the sum of every process's gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of every process's batch together, for
     processes on the CPU (gloo): :class:`torch.nn.SyncBatchNorm` accepts only GPU inputs.
 
     Same parameters, buffers and state-dict keys as ``BatchNorm``; the sums it exchanges are
-    differentiable (``torch.distributed.nn``), so the backward pass is that of BatchNorm over
-    the global batch. In eval mode, or in one process, it is plain BatchNorm.
+    differentiable, so the backward pass is that of BatchNorm over the global batch. In eval
+    mode, or in one process, it is plain BatchNorm. Converted from timm's ``BatchNormAct2d``
+    it keeps that layer's ``drop`` and ``act`` and applies them after normalising.
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -139,10 +157,16 @@ class CPUSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not (self.training and is_distributed()):
-            return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
+        output = (self._normalize_over_processes(input) if self.training and is_distributed()
+                  else super().forward(input))
+        if hasattr(self, "drop"):
+            output = self.drop(output)
+        if hasattr(self, "act"):
+            output = self.act(output)
+        return output
 
+    def _normalize_over_processes(self, input: torch.Tensor) -> torch.Tensor:
+        all_reduce = _SumOverProcesses.apply
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.float()
@@ -175,7 +199,10 @@ def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> tor
     statistics and state-dict keys are kept, so checkpoints load into a plain model.
     """
     if torch.device(device).type != "cpu":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        # timm's conversion also keeps the activation of its BatchNormAct2d layers (EfficientNet).
+        from timm.layers import convert_sync_batchnorm as timm_convert
+
+        return timm_convert(module)
     converted = module
     if (isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
             and not isinstance(module, CPUSyncBatchNorm)):
@@ -185,8 +212,13 @@ def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> tor
         if module.affine:
             converted.weight.requires_grad_(module.weight.requires_grad)
             converted.bias.requires_grad_(module.bias.requires_grad)
+        for name in ("drop", "act"):  # timm's BatchNormAct2d
+            if isinstance(getattr(module, name, None), torch.nn.Module):
+                converted.add_module(name, getattr(module, name))
         converted.train(module.training)
     for name, child in module.named_children():
+        if converted is not module and name in ("drop", "act"):
+            continue
         converted.add_module(name, convert_sync_batchnorm(child, device))
     return converted
 
