@@ -194,8 +194,11 @@ def other_run_in(out_dir: str | Path, config: Config, world_size: int = 1) -> li
     if saved is None:
         return []
     theirs, ours = run_identity(saved), run_identity(config, world_size)
-    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in {**ours, **theirs}
-            if theirs.get(k) != ours.get(k)]
+    defaults = {"world_size": 1}  # one process records none in the identity
+    # A field that only matters with several processes is no difference when one side has one.
+    keys = [k for k in {**ours, **theirs} if k not in DISTRIBUTED_ONLY or (k in ours and k in theirs)]
+    return [f"{k}: {theirs.get(k, defaults.get(k))!r} -> {ours.get(k, defaults.get(k))!r}"
+            for k in keys if theirs.get(k) != ours.get(k)]
 
 
 def _refuse_other_run(out_dir: Path, differences: list[str]) -> None:
