@@ -65,6 +65,29 @@ def test_synchronised_batchnorm_on_the_cpu_keeps_the_model_it_converts():
         torch.testing.assert_close(converted(images), model(images), rtol=0, atol=0)
 
 
+def test_on_device_batches_give_each_process_a_disjoint_share_of_one_shuffled_order():
+    from helpers.batch_transforms import DeviceBatches
+
+    count = 11
+    # Every mask holds its image's index: the centre pixel of a batch says which images it drew.
+    masks = torch.arange(count).view(-1, 1, 1).expand(count, 8, 8).clone()
+    images = torch.zeros(count, 8, 8, 3, dtype=torch.uint8)
+
+    def drawn(rank, num_replicas, epoch_seed=7):
+        batches = DeviceBatches(images, masks, 2, (8, 8), rotate_limit=0,
+                                generator=torch.Generator().manual_seed(epoch_seed),
+                                rank=rank, num_replicas=num_replicas)
+        return [int(i) for _, batch_masks in batches for i in batch_masks[:, 4, 4]], len(batches)
+
+    (first, steps), (second, _) = drawn(0, 2), drawn(1, 2)
+    assert steps == count // 2 // 2 and len(first) == len(second) == 4
+    assert not set(first) & set(second)  # disjoint shares
+    whole, _ = drawn(0, 1)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(7)).tolist()
+    assert whole == order[:10] and first == order[0:8:2] and second == order[1:8:2]
+    assert drawn(0, 2, epoch_seed=8)[0] != first  # a new epoch, a new order
+
+
 def _batch(batch_size: int):
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size, 3, 32, 32, generator=generator)
