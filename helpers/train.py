@@ -497,6 +497,12 @@ def fit(
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and processes.is_distributed:
+        seen = distributed.all_gather_objects(last_path.is_file())
+        if len(set(seen)) > 1:  # every process must resume, or none
+            raise ValueError(f"{last_path} is visible to processes {[r for r, s in enumerate(seen) if s]} "
+                             f"of {world_size} only: with several machines, --out must be a folder "
+                             "they all see (a shared file system)")
     device = processes.device if processes.is_distributed else pick_device(device)
     seed_everything(config.seed)
     if progress:
