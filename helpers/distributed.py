@@ -195,8 +195,9 @@ def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> tor
     """Return ``module`` with its BatchNorm layers computing statistics over all processes:
     :class:`torch.nn.SyncBatchNorm` on GPUs, :class:`CPUSyncBatchNorm` on the CPU.
 
-    Call it before wrapping the model in ``DistributedDataParallel``. Parameters, running
-    statistics and state-dict keys are kept, so checkpoints load into a plain model.
+    Call it before wrapping the model in ``DistributedDataParallel``. The parameter and buffer
+    objects and the state-dict keys are kept, so an optimizer built before keeps working and
+    checkpoints load into a plain model.
     """
     if torch.device(device).type != "cpu":
         # timm's conversion also keeps the activation of its BatchNormAct2d layers (EfficientNet).
@@ -208,10 +209,12 @@ def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device) -> tor
             and not isinstance(module, CPUSyncBatchNorm)):
         converted = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum,
                                      module.affine, module.track_running_stats)
-        converted.load_state_dict(module.state_dict())
+        # The same parameter and buffer objects, so an optimizer built before still holds them.
         if module.affine:
-            converted.weight.requires_grad_(module.weight.requires_grad)
-            converted.bias.requires_grad_(module.bias.requires_grad)
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
         for name in ("drop", "act"):  # timm's BatchNormAct2d
             if isinstance(getattr(module, name, None), torch.nn.Module):
                 converted.add_module(name, getattr(module, name))

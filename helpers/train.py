@@ -525,8 +525,6 @@ def fit(
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if processes.is_distributed and config.sync_batchnorm:
-        model = distributed.convert_sync_batchnorm(model, device)
     dtype = amp_dtype(device, config.amp, config.model)
     weights_on_device = None if weights is None else weights.to(device)
 
@@ -563,6 +561,8 @@ def fit(
         set_rng_state(training["rng"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
+    if processes.is_distributed and config.sync_batchnorm:
+        model = distributed.convert_sync_batchnorm(model, device)  # the same parameters
     trained_model = model  # what is saved and evaluated: never the DDP wrapper
     if processes.is_distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -52,7 +52,11 @@ def test_a_single_process_is_left_as_it_is(monkeypatch):
 def test_synchronised_batchnorm_on_the_cpu_keeps_the_model_it_converts():
     torch.manual_seed(0)
     model = build_model("unet-effnet-lite0", NUM_CLASSES, pretrained=False).train()
-    converted = distributed.convert_sync_batchnorm(copy.deepcopy(model), torch.device("cpu"))
+    original = copy.deepcopy(model)
+    parameters = list(original.parameters())
+    converted = distributed.convert_sync_batchnorm(original, torch.device("cpu"))
+    # The same parameter objects: an optimizer built before the conversion still updates them.
+    assert all(a is b for a, b in zip(converted.parameters(), parameters, strict=True))
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     synced = [m for m in converted.modules() if isinstance(m, distributed.CPUSyncBatchNorm)]
     assert len(synced) == len(norms) > 0
