@@ -44,11 +44,13 @@ def save_checkpoint(
     metrics: dict | None = None,
     epoch: int | None = None,
     training_state: dict | None = None,
+    precision: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically (a crash never leaves half a file) and return its path.
 
     ``training_state`` (optimizer, scheduler, scaler, RNG, early stopping, history) is only
-    needed to resume training.
+    needed to resume training. ``precision`` records the training precision and why it was
+    chosen (:meth:`helpers.precision.Precision.to_dict`) and the CPU or GPU it was chosen for.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,7 @@ def save_checkpoint(
         "epoch": epoch,
         "versions": library_versions(),
         "training_state": training_state,
+        "precision": precision,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, temporary)
@@ -94,7 +97,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Return ``(model, info)``: the model in eval mode on ``device`` and the checkpoint's metadata.
 
     ``info`` has ``classes`` (a :class:`ClassInfo`), ``config`` (a :class:`Config`),
-    ``metrics``, ``epoch``, ``versions`` and ``path``.
+    ``metrics``, ``epoch``, ``versions``, ``path`` and ``precision`` (the training precision
+    and its reason; None for checkpoints written before it was recorded).
     """
     payload = read_checkpoint(path)
     spec = payload["model"]
@@ -118,6 +122,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         "epoch": payload.get("epoch"),
         "versions": payload.get("versions", {}),
         "path": str(path),
+        "precision": payload.get("precision"),
         "extra": {k: v for k, v in payload.items() if k.startswith("x_")},
     }
     return model, info

@@ -33,8 +33,9 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, load_config, project_path
 from .data import IGNORE_INDEX, build_datasets, class_pixel_counts, median_frequency_weights
 from .evaluate import default_workers, evaluate
-from .inference import amp_dtype, autocast, labels_from_logits, pick_device
+from .inference import autocast, labels_from_logits, pick_device
 from .models import build_model
+from .precision import announce, choose_precision
 
 
 @dataclass
@@ -258,7 +259,10 @@ def fit(
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dtype = amp_dtype(device, config.amp, config.model)
+    precision = choose_precision(device, config.amp, config.model)  # printed once, saved in checkpoints
+    if progress:
+        announce(precision)
+    dtype = precision.dtype
     weights_on_device = None if weights is None else weights.to(device)
 
     workers = default_workers() if config.num_workers is None else config.num_workers
@@ -269,7 +273,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * batches_per_epoch
     )
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
 
     history: list[dict] = []
     start_epoch = 0
@@ -337,7 +341,7 @@ def fit(
         improved = stopper.step(val["loss"], epoch)
         if improved:
             save_checkpoint(best_path, model, config, classes, metrics={"val": _scalars(val)},
-                            epoch=epoch + 1)
+                            epoch=epoch + 1, precision=precision.to_dict())
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -349,7 +353,7 @@ def fit(
                     "python": random.getstate()},
         }
         save_checkpoint(last_path, model, config, classes, metrics={"val": _scalars(val)},
-                        epoch=epoch + 1, training_state=training_state)
+                        epoch=epoch + 1, training_state=training_state, precision=precision.to_dict())
         write_history(history, out_dir)
         if progress:
             print(f"{desc}: train loss {row['train_loss']:.3f} mIoU {row['train_miou']:.3f} | "
