@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .data import IGNORE_INDEX
-from .inference import amp_dtype, labels_from_logits, predict_logits
+from .inference import labels_from_logits, predict_logits
 
 
 def default_workers() -> int:
@@ -39,6 +39,7 @@ def evaluate(
     num_workers: int | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    runtime=None,
 ) -> dict:
     """Score a model on every image of a dataset at its native resolution.
 
@@ -46,7 +47,9 @@ def evaluate(
     keys (``miou``, ``iou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``dice``...),
     ``loss`` (cross-entropy over labelled pixels, weighted as in training), and the original
     study's figures for comparison: ``per_image_miou`` and ``integer_id_dice``.
-    Padding pixels carry the ignore index and are never scored.
+    Padding pixels carry the ignore index and are never scored. ``runtime`` (a
+    :class:`helpers.runtime.Runtime` of the same network) runs the network instead of
+    ``model`` in ``dtype``.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -70,7 +73,10 @@ def evaluate(
     dice_den = torch.zeros((), dtype=torch.float64, device=device)
     for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False):
         masks = masks.to(device, non_blocking=True)
-        logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip)
+        if runtime is not None:
+            logits = runtime.logits(images, tta_flip=tta_flip).to(device)
+        else:
+            logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip)
         pred = labels_from_logits(logits)
         cm += metrics.confusion_matrix(pred, masks, num_classes, IGNORE_INDEX)
         per_image.append(metrics.per_image_confusion_matrices(pred, masks, num_classes))
@@ -96,19 +102,30 @@ def evaluate(
 
 
 def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
-                        device=None, progress: bool = True) -> dict:
-    """Load a checkpoint and score it on a split of the dataset it was trained on."""
+                        device=None, progress: bool = True, runtime: str = "auto",
+                        amp: str | None = None) -> dict:
+    """Load a checkpoint and score it on a split of the dataset it was trained on.
+
+    ``runtime="auto"`` runs the network on the runtime measured fastest on this machine
+    (:mod:`helpers.runtime`); ``torch``, ``onnx`` or a timed variant forces one. ``amp``
+    (default: the checkpoint's configuration) is PyTorch's precision. The result's
+    ``runtime`` entry says which ran, in which precision, and why.
+    """
     from .checkpoint import load_model
     from .data import build_datasets
-    from .inference import pick_device, prepare_model
+    from .inference import pick_device
+    from .runtime import open_runtime
 
     device = pick_device(device)
     model, info = load_model(checkpoint)
     config = info["config"]
-    model = prepare_model(model, device, config.channels_last)
+    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
     dataset = build_datasets(config)[split]
-    return evaluate(model, dataset, config.batch_size, amp_dtype(device, config.amp, model.name),
-                    tta_flip=tta_flip, progress=progress, desc=f"{split}{' + flip' if tta_flip else ''}")
+    result = evaluate(model, dataset, config.batch_size, loaded.dtype, tta_flip=tta_flip,
+                      progress=progress, desc=f"{split}{' + flip' if tta_flip else ''}",
+                      runtime=loaded)
+    result["runtime"] = loaded.describe()
+    return result
 
 
 @torch.no_grad()
@@ -146,6 +163,7 @@ def public_metrics(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_model
+    from .runtime import RUNTIMES
 
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,18 +171,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--tta", action="store_true", help="average with a horizontal flip")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="auto: the fastest measured on this machine; or force one")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+                        help="PyTorch's precision (default: the checkpoint's setting, auto)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     args = parser.parse_args(argv)
     try:
         _, info = load_model(args.checkpoint)
-        result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device)
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device,
+                                     progress=not args.json, runtime=args.runtime, amp=args.amp)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(public_metrics(result), indent=2))
         return 0
-    print(f"{info['config'].model} on {args.split} ({result['images']} images)")
+    ran = result["runtime"]
+    print(f"{info['config'].model} on {args.split} ({result['images']} images), "
+          f"{ran['runtime']} in {ran['precision']}")
     print(f"  mIoU            {result['miou']:.4f}")
     print(f"  pixel accuracy  {result['pixel_accuracy']:.4f}")
     print(f"  Dice (macro)    {result['dice']:.4f}")
