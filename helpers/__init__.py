@@ -1,8 +1,8 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
 Modules, from the bottom up: ``config``, ``metrics``, ``transforms``, ``pretrained``,
-``data``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``inference``, ``evaluate``,
-``train``, ``predict``, ``export``, ``webapp``. Imports stay light here so that
+``precision``, ``data``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``inference``,
+``runtime``, ``evaluate``, ``budget``, ``train``, ``predict``, ``export``, ``webapp``. Imports stay light here so that
 ``import helpers`` is instant; each module imports its heavy libraries itself.
 """
 

@@ -61,6 +61,10 @@ class Config:
     # Mixed precision and memory format: "auto" picks what measured fastest per device.
     amp: str = "auto"
     channels_last: bool = True
+    # Minutes of training this run may take on a CPU without native bf16 (float32 there):
+    # fewer epochs where the measured epoch time says the profile's would not fit
+    # (helpers.budget; make report's notebooks). None = always `epochs`.
+    train_minutes: float | None = None
     # Evaluate with horizontal-flip test-time augmentation.
     tta_flip: bool = False
     # Also score this many (evenly spaced) test images after every epoch, 0 = off. Only for
@@ -124,6 +128,11 @@ PROFILES: dict[str, Config] = {
     ),
 }
 
+# The quick profile's training time per model on a CPU without native bf16 (helpers.budget):
+# 21 of the report's 30 minutes, in the shares the three trainings take with native bf16.
+TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 10.5, "mini-unet": 5.5,
+                           "deeplabv3plus-effnet-lite0": 5.0}}
+
 # The from-scratch network's recipe in the study: heavier weight decay, 30 epochs.
 SCRATCH_OVERRIDES = {"weight_decay": 5e-4}
 SCRATCH_EPOCHS = {"smoke": 2, "quick": 8, "full": 30}
@@ -150,6 +159,8 @@ def load_config(profile: str | None = None, model: str | None = None, **override
         config = config.replace(model=model)
     if config.model.startswith("mini-unet"):
         config = config.replace(**SCRATCH_OVERRIDES, epochs=SCRATCH_EPOCHS[profile])
+    if config.model in TRAIN_MINUTES.get(profile, {}):
+        config = config.replace(train_minutes=TRAIN_MINUTES[profile][config.model])
     return config.replace(**overrides) if overrides else config
 
 

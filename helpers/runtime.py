@@ -182,31 +182,34 @@ def _key_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def read_cache(path: Path) -> dict:
-    """Return the cache's entries by key id; an absent, corrupt or foreign file gives ``{}``."""
+def read_cache(path: Path, fmt: str = CACHE_FORMAT) -> dict:
+    """Return the cache's entries by key id; an absent, corrupt or foreign file gives ``{}``.
+
+    ``fmt`` is the format name the file must carry (another cache's file is ignored).
+    """
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        warnings.warn(f"{path}: unreadable runtime cache ignored ({error})", stacklevel=2)
+        warnings.warn(f"{path}: unreadable cache ignored ({error})", stacklevel=2)
         return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT \
+    if not isinstance(data, dict) or data.get("format") != fmt \
             or not isinstance(data.get("entries"), dict):
-        warnings.warn(f"{path}: not a runtime cache of this version, ignored", stacklevel=2)
+        warnings.warn(f"{path}: not a {fmt} cache, ignored", stacklevel=2)
         return {}
     return data["entries"]
 
 
-def write_cache(path: Path, entries: dict) -> None:
+def write_cache(path: Path, entries: dict, fmt: str = CACHE_FORMAT) -> None:
     """Write the cache atomically; a failure (read-only home...) only warns."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=2) + "\n")
+        temporary.write_text(json.dumps({"format": fmt, "entries": entries}, indent=2) + "\n")
         os.replace(temporary, path)
     except OSError as error:
-        warnings.warn(f"{path}: runtime cache not written ({error})", stacklevel=2)
+        warnings.warn(f"{path}: cache not written ({error})", stacklevel=2)
 
 
 def measure(runtimes: dict[str, Runtime], repetitions: int = 5, warmup: int = 2) -> dict[str, float]:

@@ -373,8 +373,13 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
-    notebook works on its own and re-running one does not train twice.
+    notebook works on its own and re-running one does not train twice. On a CPU without native
+    bf16 a configuration with ``train_minutes`` first gets its epochs sized to that budget
+    (:func:`helpers.budget.sized_to_budget`).
     """
+    from .budget import sized_to_budget
+
+    config = sized_to_budget(config, progress=progress)  # fewer epochs only where fp32 overruns
     out_dir = Path(out_dir) if out_dir else run_dir(config)
     saved = out_dir / "config.json"
     same = saved.is_file() and json.loads(saved.read_text()) == config.to_dict()
@@ -434,7 +439,7 @@ def parse_overrides(assignments: list[str]) -> dict:
             value = text.lower() in ("true", "1")
         elif isinstance(default, tuple):
             value = tuple(int(part) for part in text.split(","))
-        elif isinstance(default, float):
+        elif isinstance(default, float) or fields[name].type.startswith("float"):
             value = float(text)
         elif isinstance(default, int) or fields[name].type.startswith("int"):
             value = int(text)
