@@ -218,11 +218,19 @@ def measure(runtimes: dict[str, Runtime], repetitions: int = 5, warmup: int = 2)
     Taking turns spreads any drift of a shared machine over all of them alike.
     """
     image = torch.rand(1, 3, *MEASURE_SIZE)
-    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    runtimes = dict(runtimes)
     with torch.inference_mode():
-        for runtime in runtimes.values():
-            for _ in range(warmup + (2 if runtime.name.endswith("-compiled") else 0)):
-                runtime.logits(image)
+        for name, runtime in list(runtimes.items()):
+            try:  # compilation happens here, at the first call
+                for _ in range(warmup + (2 if name.endswith("-compiled") else 0)):
+                    runtime.logits(image)
+            except Exception as error:
+                if len(runtimes) == 1:
+                    raise
+                warnings.warn(f"runtime {name} left out: {type(error).__name__}: {error}",
+                              stacklevel=2)
+                del runtimes[name]
+        times: dict[str, list[float]] = {name: [] for name in runtimes}
         for _ in range(repetitions):
             for name, runtime in runtimes.items():
                 started = time.perf_counter()
@@ -258,7 +266,15 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
     if progress:
         print(f"timing inference runtimes on this machine ({', '.join(names)}; once, cached in "
               f"{path})", flush=True)
-    runtimes = {name: load_runtime(name, checkpoint, device, threads=threads) for name in names}
+    runtimes = {}
+    for name in names:
+        try:
+            runtimes[name] = load_runtime(name, checkpoint, device, threads=threads)
+        except Exception as error:  # an export or compilation this network does not support
+            if name == "torch-fp32":
+                raise
+            warnings.warn(f"runtime {name} left out for {checkpoint}: {type(error).__name__}: "
+                          f"{error}", stacklevel=2)
     timings = measure(runtimes)
     if loaded is not None:
         loaded.update(runtimes)

@@ -126,3 +126,17 @@ def test_runtimes_agree_and_evaluation_records_the_one_used(cache, smoke_checkpo
     assert auto["runtime"]["runtime"] in runtime.CANDIDATES
     assert auto["runtime"]["choice"]["cached"] is False
     json.dumps(auto["runtime"])  # recorded as JSON in the results
+
+
+def test_a_runtime_that_fails_to_load_is_left_out(cache, smoke_checkpoint, monkeypatch):
+    real = runtime.load_runtime
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx":
+            raise RuntimeError("unsupported operator")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "load_runtime", no_onnx)
+    with pytest.warns(UserWarning, match="onnx left out"):
+        name, record = choose_runtime(smoke_checkpoint, "cpu", progress=False)
+    assert "onnx" not in record["timings_ms"] and name.startswith("torch")
