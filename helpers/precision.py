@@ -12,12 +12,14 @@ bf16 measured 3-4x slower than float32 on an Intel Xeon without native bf16 (iss
   (Volta, Turing: the T4 is 7.5).
 * Anything else (MPS...): float32.
 
-``amp="bf16" | "fp16" | "off"`` forces a precision whatever the hardware. This module imports
+``amp="bf16" | "fp16" | "off"`` forces a precision whatever the hardware; ``SEG_NATIVE_BF16=0``
+makes a CPU with native bf16 behave as one without (:func:`cpu_info`). This module imports
 nothing from the project: the capabilities can be given as arguments (tests mock them).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -30,6 +32,7 @@ X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 ARM_BF16_FLAGS = ("bf16",)
 # Compute capability from which a GPU has bf16 tensor cores (Ampere).
 CUDA_BF16_CAPABILITY = (8, 0)
+HIDE_BF16_ENV = "SEG_NATIVE_BF16"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
 
@@ -76,12 +79,21 @@ def parse_cpuinfo(text: str, machine: str | None = None) -> CpuInfo:
 
 @lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
-    """Return this machine's :class:`CpuInfo` (no flags where ``/proc/cpuinfo`` is unreadable)."""
+    """Return this machine's :class:`CpuInfo` (no flags where ``/proc/cpuinfo`` is unreadable).
+
+    ``SEG_NATIVE_BF16=0`` hides the bf16 flags, so a CPU with native bf16 behaves as one
+    without (precision, runtime choice, time budget): how this project simulates the other
+    kind of CPU. The model name then says so, and every result that names the CPU with it.
+    """
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
-    return parse_cpuinfo(text)
+    info = parse_cpuinfo(text)
+    if os.environ.get(HIDE_BF16_ENV, "").strip() == "0" and info.bf16_flags:
+        info = CpuInfo(f"{info.model} [bf16 flags hidden by {HIDE_BF16_ENV}=0]", info.machine,
+                       info.flags - set(X86_BF16_FLAGS + ARM_BF16_FLAGS))
+    return info
 
 
 @dataclass(frozen=True)

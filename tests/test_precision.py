@@ -152,3 +152,19 @@ def test_checkpoints_without_a_recorded_precision_still_load(tmp_path):
     loaded, info = load_model(path)
     assert info["precision"] is None
     assert loaded.num_classes == CAMVID_CLASSES.num_classes
+
+
+def test_hiding_the_bf16_flags_simulates_a_cpu_without(monkeypatch):
+    monkeypatch.setattr(precision.Path, "read_text", lambda self: AMD_WITH_BF16)
+    precision.cpu_info.cache_clear()
+    try:
+        assert precision.cpu_info().native_bf16
+        monkeypatch.setenv("SEG_NATIVE_BF16", "0")
+        precision.cpu_info.cache_clear()
+        hidden = precision.cpu_info()
+        assert not hidden.native_bf16 and "avx512_bf16" not in hidden.flags
+        assert hidden.describe() == "AMD EPYC [bf16 flags hidden by SEG_NATIVE_BF16=0] (no native bf16)"
+        assert choose_precision("cpu", "auto", "unet-effnet-lite0").dtype is None
+    finally:
+        monkeypatch.undo()
+        precision.cpu_info.cache_clear()
