@@ -16,7 +16,8 @@ Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands i
 of a network does not depend on its weights. OpenMP threads sleep when idle (PASSIVE, as the
 prediction command and the web app run); ``OMP_WAIT_POLICY=ACTIVE`` keeps them spinning, which
 suits a process that only runs the network (``--save`` then writes
-``results/benchmark_inference_latency_active.json``).
+``results/benchmark_inference_latency_active.json``). ``SEG_NATIVE_BF16=0`` hides the CPU's bf16
+flags, simulating a CPU without native bf16 (``--save``: ``..._bf16-hidden.json``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                    **{f"{name} ms": r["median_ms"] for name, r in results.items()},
                    "prediction path vs fastest": ratio}
         name = "benchmark_inference_latency" + ("" if policy == "PASSIVE" else f"_{policy.lower()}")
+        name += "_bf16-hidden" if simulated else ""
         path = write_result(name, {
             "checkpoint": source, "model": info["config"].model, "threads": args.threads,
             "omp_wait_policy": policy, "cpu": cpu.describe(), "cpu_native_bf16": cpu.native_bf16,

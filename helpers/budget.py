@@ -11,7 +11,8 @@ and evaluation batches, seconds) and cached beside the runtime timings
 (:func:`helpers.runtime.cache_dir`); a corrupt or stale cache is measured again.
 
 CPUs with native bf16 keep the profile's epochs untouched, whatever a measurement on a busy
-machine would say, so their runs stay reproducible. The adapted configuration records what
+machine would say, so their runs stay reproducible; ``SEG_TIME_BUDGET=off`` keeps them everywhere
+(more accuracy, a longer report). The adapted configuration records what
 was measured (``extra["time_budget"]``) and is printed with the run, saved in its checkpoints
 and in the results.
 """
@@ -160,5 +161,6 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
         print(f"time budget: {config.epochs} epochs of {config.model} would take "
               f"{config.epochs * epoch_s / 60:.1f} min on this CPU ({epoch_s:.0f} s each; "
               f"{precision}); training {epochs} epochs to fit the {config.profile} profile's "
-              f"{config.train_minutes:g} min", flush=True)
+              f"{config.train_minutes:g} min (fewer epochs, lower accuracy; SEG_TIME_BUDGET=off "
+              "keeps them all)", flush=True)
     return config.replace(epochs=epochs, extra={**config.extra, "time_budget": record})

@@ -28,11 +28,13 @@ def smoke(**changes):
     return load_config("smoke", "unet-effnet-lite0", **changes)
 
 
-def test_the_quick_profile_carries_a_budget_per_model():
+def test_the_quick_profile_carries_a_budget_per_model(monkeypatch):
     assert load_config("quick", "unet-effnet-lite0").train_minutes == 10.5
     assert load_config("quick", "mini-unet").train_minutes == 5.5
     assert load_config("smoke", "unet-effnet-lite0").train_minutes is None
     assert parse_overrides(["train_minutes=7.5"]) == {"train_minutes": 7.5}
+    monkeypatch.setenv("SEG_TIME_BUDGET", "off")
+    assert load_config("quick", "unet-effnet-lite0").train_minutes is None
     assert parse_overrides(["train_minutes=none"]) == {"train_minutes": None}
 
 
