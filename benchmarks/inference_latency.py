@@ -120,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(5 if "compiled" in name or "compiled" in path_label else 3):
                 run()
         samples = {name: [] for name in timings}
-        for _ in range(args.repetitions):
-            for name, run in timings.items():
-                samples[name].append(latency_ms(run, repetitions=1, warmup=0)["median_ms"])
+        order = list(timings)
+        for repetition in range(args.repetitions):
+            # A different order each round: no runtime always follows the same one (whose
+            # threads may still be winding down).
+            shift = repetition % len(order)
+            for name in order[shift:] + order[:shift]:
+                samples[name].append(latency_ms(timings[name], repetitions=1, warmup=0)["median_ms"])
     results = {}
     for name, values in samples.items():
         values.sort()
