@@ -30,14 +30,8 @@ def hardware() -> dict:
 
     from .precision import cpu_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    # The model name from /proc/cpuinfo; it says so where SEG_NATIVE_BF16=0 hides the bf16 flags.
+    cpu = cpu_info().model
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     native_bf16 = cpu_info().native_bf16
     info = {"cpu": cpu, "cpu_native_bf16": native_bf16, "cpu_bf16_flags": cpu_info().bf16_flags,
