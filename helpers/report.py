@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
