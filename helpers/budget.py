@@ -2,11 +2,13 @@
 
 The quick profile's schedules (16 epochs for the transfer U-Net, 8 for the mini U-Net) were
 sized on a CPU with native bf16, where the whole report takes about 30 minutes on 2 cores.
-Without native bf16 the networks train in float32 (:mod:`helpers.precision`), which measured
-about 1.9x slower per quick epoch of the transfer U-Net on the same CPU
-(``benchmarks/train_throughput.py --precisions auto,off``), and slower still on older CPUs. There
-a configuration with ``train_minutes`` set trains fewer epochs: as many as its measured epoch
-time lets fit in that many minutes. The epoch time is measured once per machine (a few training
+Without native bf16 the networks train in float32 (:mod:`helpers.precision`), which made a
+quick epoch of the transfer U-Net 1.2x to 1.9x longer on the same CPU
+(``benchmarks/train_throughput.py --precisions auto,off``, three runs), and older CPUs are slower
+still. There a configuration with ``train_minutes`` set trains fewer epochs: as many as its
+measured epoch time lets fit in that many minutes. :func:`helpers.train.ensure_trained` (what
+the notebooks and ``make report`` call) applies it; ``python -m helpers.train`` trains the
+epochs it is given. The epoch time is measured once per machine (a few training
 and evaluation batches, seconds) and cached beside the runtime timings
 (:func:`helpers.runtime.cache_dir`); a corrupt or stale cache is measured again.
 
