@@ -533,6 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     if not photos:
         print("error: no photos found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
+    if not args.json:
+        info = predictor.describe()
+        how = ("forced" if info.get("choice", {}).get("forced")
+               else "the fastest measured on this machine")
+        print(f"network: {info['runtime']} in {info['precision']} ({how})", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], 0
