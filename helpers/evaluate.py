@@ -121,6 +121,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     config = info["config"]
     loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
     dataset = build_datasets(config)[split]
+    # The runtime's own PyTorch module where it has one: scoring then stays on its device.
+    model = loaded.model if loaded.model is not None else model
     result = evaluate(model, dataset, config.batch_size, loaded.dtype, tta_flip=tta_flip,
                       progress=progress, desc=f"{split}{' + flip' if tta_flip else ''}",
                       runtime=loaded)
