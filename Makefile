@@ -61,7 +61,10 @@ serve: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py --model mini-unet
+	$(BIN)/python benchmarks/train_throughput.py --precisions auto,off
+	$(BIN)/python benchmarks/train_throughput.py --model mini-unet --precisions auto,off
 	$(BIN)/python benchmarks/inference_latency.py --compile --save
+	SEG_NATIVE_BF16=0 $(BIN)/python benchmarks/inference_latency.py --compile --save
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/inference_latency.py --compile --save
 	$(BIN)/python benchmarks/predict_large_photo.py
 	$(BIN)/python benchmarks/load_webapp.py --checkpoint $(REPORT_RUN)/best.pt

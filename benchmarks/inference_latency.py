@@ -1,11 +1,13 @@
 """Inference latency of one 360x480 image (batch 1) for each runtime, on 2 CPU threads.
 
-Runtimes: PyTorch float32 (contiguous memory), PyTorch at its best on this machine (bf16
-autocast where the CPU has bf16 units, channels_last; ``--compile`` adds torch.compile with the
-weights frozen, see ``helpers.inference.compile_for_inference``) and
-onnxruntime (float32, the exported model). Each goes through the project's one inference path
-(padding to 384x480 and cropping back included). The target for the transfer model is
-<= 40 ms on 2 CPU cores.
+Runtimes, each through the project's one inference path (padding to 384x480 and cropping back
+included), taking turns so that a shared machine's drift hits all alike: PyTorch float32 in
+contiguous memory (the original's way), every runtime :mod:`helpers.runtime` chooses from
+(PyTorch float32 and bf16 channels-last, ``--compile`` adding their torch.compile'd versions
+with frozen weights, onnxruntime float32), and the prediction path: the runtime that
+``helpers.predict`` and the web app run with ``--runtime auto`` on this machine. Prints the
+CPU and whether it has native bf16, and the prediction path against the fastest runtime of
+the same run (target: within 10%).
 
     python benchmarks/inference_latency.py [--checkpoint runs/quick/unet-effnet-lite0/best.pt]
         [--threads 2] [--repetitions 30] [--compile] [--save] [--decoder-channels 256,128,64,32,16]
@@ -14,7 +16,8 @@ Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands i
 of a network does not depend on its weights. OpenMP threads sleep when idle (PASSIVE, as the
 prediction command and the web app run); ``OMP_WAIT_POLICY=ACTIVE`` keeps them spinning, which
 suits a process that only runs the network (``--save`` then writes
-``results/benchmark_inference_latency_active.json``).
+``results/benchmark_inference_latency_active.json``). ``SEG_NATIVE_BF16=0`` hides the CPU's bf16
+flags, simulating a CPU without native bf16 (``--save``: ``..._bf16-hidden.json``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import statistics
 import sys
 import tempfile
 from functools import partial
@@ -37,16 +41,12 @@ import torch
 from helpers.checkpoint import load_model, save_checkpoint
 from helpers.config import load_config, project_path
 from helpers.data import CAMVID_CLASSES
-from helpers.export import export_onnx, load_onnx
-from helpers.inference import (
-    amp_dtype,
-    compile_for_inference,
-    onnx_logits,
-    predict_logits,
-    prepare_model,
-)
+from helpers.inference import predict_logits
 from helpers.machine import latency_ms
 from helpers.models import build_model
+from helpers.precision import HIDE_BF16_ENV, cpu_info
+from helpers.predict import Predictor
+from helpers.runtime import load_runtime
 
 DEFAULT_CHECKPOINT = "runs/quick/unet-effnet-lite0/best.pt"
 
@@ -89,37 +89,59 @@ def main(argv: list[str] | None = None) -> int:
         source = "untrained unet-effnet-lite0" + (f", decoder {args.decoder_channels}" if decoder else "")
     image = torch.rand(1, 3, args.height, args.width)
     device = torch.device("cpu")
+    cpu = cpu_info()
 
     model, info = load_model(checkpoint, device)
     fp32 = model.float().eval()
-    timings = {"torch fp32": partial(predict_logits, fp32, image, None, channels_last=False)}
+    # The original's way: float32, contiguous (NCHW) memory, eager.
+    timings = {"torch fp32 NCHW": partial(predict_logits, fp32, image, None, channels_last=False)}
+    # Every runtime helpers.runtime can choose from, loaded the way it loads them; bf16 here
+    # even where it is only emulated, to show what emulation costs (but not when the bf16
+    # flags are hidden to simulate a CPU without them: this CPU's bf16 is native).
+    simulated = os.environ.get(HIDE_BF16_ENV, "").strip() == "0"
+    names = [n for n in ("torch-fp32", "torch-bf16") if not (simulated and "bf16" in n)]
+    names += [f"{n}-compiled" for n in names if args.compile] + ["onnx"]
+    for name in names:
+        loaded = load_runtime(name, checkpoint, device, threads=args.threads)
+        timings[name] = partial(loaded.logits, image)
+    # The prediction path: what helpers.predict and the web app run with --runtime auto
+    # (measured once on this machine and cached, see helpers.runtime).
+    predictor = Predictor(checkpoint, runtime="auto", threads=args.threads, compile=args.compile)
+    chosen = predictor.describe()
+    path_label = f"prediction path ({chosen['runtime']})"
+    timings[path_label] = partial(predictor._logits, image)
 
-    best, _ = load_model(checkpoint, device)
-    best = prepare_model(best, device, channels_last=True)
-    dtype = amp_dtype(device, "auto", best.name)
-    label = f"torch {'bf16' if dtype == torch.bfloat16 else 'fp32'} channels_last"
-    timings[label] = partial(predict_logits, best, image, dtype, channels_last=True)
-    if args.compile:
-        compiled = compile_for_inference(best)
-        timings[label + " compiled"] = partial(predict_logits, compiled, image, dtype,
-                                               channels_last=True)
-
-    session, _ = load_onnx(export_onnx(checkpoint), threads=args.threads)
-    timings["onnxruntime fp32"] = partial(onnx_logits, session, image)
-
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"CPU: {cpu.describe()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"{source}: {info['config'].model}, input {args.height}x{args.width} (padded to "
-          f"multiples of 32), batch 1, {args.threads} threads, {args.repetitions} repetitions")
-    results = {}
+          f"multiples of 32), batch 1, {args.threads} threads, {args.repetitions} repetitions, "
+          "runtimes taking turns")
     with torch.inference_mode():
-        for name, run in timings.items():
-            results[name] = latency_ms(run, args.repetitions, warmup=5 if "compiled" in name else 3)
-            r = results[name]
-            print(f"  {name:<34} median {r['median_ms']:6.1f} ms   p90 {r['p90_ms']:6.1f} ms   "
-                  f"min {r['min_ms']:6.1f} ms")
-    fastest = min(results, key=lambda name: results[name]["median_ms"])
-    print(f"fastest: {fastest}, {results[fastest]['median_ms']:.1f} ms/image "
-          f"(target for the transfer model: <= 40 ms on 2 CPU cores)")
+        for name, run in timings.items():  # warm-up: kernel selection, compilation
+            for _ in range(5 if "compiled" in name or "compiled" in path_label else 3):
+                run()
+        samples = {name: [] for name in timings}
+        order = list(timings)
+        for repetition in range(args.repetitions):
+            # A different order each round: no runtime always follows the same one (whose
+            # threads may still be winding down).
+            shift = repetition % len(order)
+            for name in order[shift:] + order[:shift]:
+                samples[name].append(latency_ms(timings[name], repetitions=1, warmup=0)["median_ms"])
+    results = {}
+    for name, values in samples.items():
+        values.sort()
+        results[name] = {"median_ms": statistics.median(values),
+                         "p90_ms": values[min(len(values) - 1, int(0.9 * len(values)))],
+                         "min_ms": values[0], "repetitions": len(values)}
+        r = results[name]
+        print(f"  {name:<38} median {r['median_ms']:6.1f} ms   p90 {r['p90_ms']:6.1f} ms   "
+              f"min {r['min_ms']:6.1f} ms")
+    fastest = min((n for n in results if n != path_label), key=lambda n: results[n]["median_ms"])
+    ratio = results[path_label]["median_ms"] / results[fastest]["median_ms"]
+    print(f"fastest: {fastest}, {results[fastest]['median_ms']:.1f} ms/image")
+    print(f"prediction path: {chosen['runtime']} ({'cached' if chosen['choice'].get('cached') else 'measured now'}), "
+          f"{results[path_label]['median_ms']:.1f} ms = {ratio:.2f}x the fastest "
+          f"(target <= 1.10x: {'met' if ratio <= 1.10 else 'NOT met'})")
     if args.save and decoder is not None:
         print("not saved: --save records the project's model, not a --decoder-channels variant")
     elif args.save:
@@ -127,12 +149,15 @@ def main(argv: list[str] | None = None) -> int:
 
         policy = os.environ["OMP_WAIT_POLICY"].upper()
         summary = {"OMP wait policy": policy,
-                   **{f"{name} ms": r["median_ms"] for name, r in results.items()}}
+                   **{f"{name} ms": r["median_ms"] for name, r in results.items()},
+                   "prediction path vs fastest": ratio}
         name = "benchmark_inference_latency" + ("" if policy == "PASSIVE" else f"_{policy.lower()}")
+        name += "_bf16-hidden" if simulated else ""
         path = write_result(name, {
             "checkpoint": source, "model": info["config"].model, "threads": args.threads,
-            "omp_wait_policy": policy,
+            "omp_wait_policy": policy, "cpu": cpu.describe(), "cpu_native_bf16": cpu.native_bf16,
             "input": [args.height, args.width], "batch": 1, "latency": results,
+            "fastest": fastest, "prediction_path": chosen, "prediction_path_vs_fastest": ratio,
             "summary": summary},
             info["config"].profile if checkpoint.name != "untrained.pt" else "untrained")
         print(f"wrote {path}")

@@ -1,11 +1,13 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
-Modules, from the bottom up (each imports only modules before it; the README's
+Modules, from the bottom up (each imports only modules before it, except that
+``train.ensure_trained`` calls ``budget``, which times ``train``'s step; the README's
 "Architecture" section says what each owns): ``config``, ``metrics``, ``machine``,
-``inference``, ``pretrained``, ``transforms``, ``boundary``, ``data``, ``models``, ``stats``,
-``checkpoint``, ``plots``, ``evaluate``, ``crf``, ``train``, ``export``, ``predict``,
-``webapp``, ``report``, ``experiment``. Imports stay light here so that ``import helpers`` is
-instant; each module imports its heavy libraries itself.
+``precision``, ``distributed``, ``inference``, ``pretrained``, ``transforms``, ``boundary``,
+``data``, ``batch_transforms``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``export``,
+``runtime``, ``evaluate``, ``crf``, ``train``, ``budget``, ``predict``, ``webapp``, ``report``,
+``experiment``, ``study``. Imports stay light here so that ``import helpers`` is instant; each
+module imports its heavy libraries itself.
 """
 
 from __future__ import annotations

@@ -65,12 +65,15 @@ def save_checkpoint(
     epoch: int | None = None,
     training_state: dict | None = None,
     world_size: int = 1,
+    precision: dict | None = None,
 ) -> Path:
     """Write a checkpoint atomically (a crash never leaves half a file) and return its path.
 
     ``training_state`` (optimizer, scheduler, scaler, RNG, early stopping, history) is only
     needed to resume training. ``world_size`` is the number of processes that trained
     together (torchrun): the global batch was ``config.batch_size * world_size``.
+    ``precision`` records the training precision and why it was chosen
+    (:meth:`helpers.precision.Precision.to_dict`) and the CPU or GPU it was chosen for.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,7 @@ def save_checkpoint(
         "world_size": world_size,
         "versions": library_versions(),
         "training_state": training_state,
+        "precision": precision,
     }
     temporary = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, temporary)
@@ -172,7 +176,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Return ``(model, info)``: the model in eval mode on ``device`` and the checkpoint's metadata.
 
     ``info`` has ``classes`` (a :class:`ClassInfo`), ``config`` (a :class:`Config`),
-    ``metrics``, ``epoch``, ``world_size`` (processes that trained it), ``versions`` and ``path``.
+    ``metrics``, ``epoch``, ``world_size`` (processes that trained it), ``versions``, ``path``
+    and ``precision`` (the training precision and its reason; None for checkpoints written
+    before it was recorded).
     """
     payload = read_checkpoint(path)
     spec = payload["model"]
@@ -197,6 +203,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         "world_size": payload.get("world_size", 1),
         "versions": payload.get("versions", {}),
         "path": str(path),
+        "precision": payload.get("precision"),
         "extra": {k: v for k, v in payload.items() if k.startswith("x_")},
     }
     return model, info

@@ -71,6 +71,12 @@ class Config:
     # Mixed precision and memory format: "auto" picks what measured fastest per device.
     amp: str = "auto"
     channels_last: bool = True
+    # Minutes of training this run may take on a CPU without native bf16 (float32 there):
+    # fewer epochs where the measured epoch time says the profile's would not fit
+    # (helpers.budget; make report's notebooks). None = always `epochs`.
+    train_minutes: float | None = None
+    # Set by helpers.budget when it sized the epochs: the measurement and the decision.
+    time_budget: dict | None = None
     # Evaluate with horizontal-flip test-time augmentation.
     tta_flip: bool = False
     # Train on "train", or on "train+val" (the final-fit protocol of many CamVid papers: no
@@ -200,6 +206,13 @@ def deeplab_crf_settings(config: Config) -> DeepLabCRFSettings:
     return dataclasses.replace(settings, deeplab_epochs=settings.deeplab_epochs or config.epochs)
 
 
+# The quick profile's training time per model on a CPU without native bf16 (helpers.budget):
+# 21 of the report's 30 minutes, in the shares the three trainings take with native bf16.
+# SEG_TIME_BUDGET=off keeps every epoch (more accuracy, a longer report).
+TIME_BUDGET_ENV = "SEG_TIME_BUDGET"
+TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 10.5, "mini-unet": 5.5,
+                           "deeplabv3plus-effnet-lite0": 5.0}}
+
 # The from-scratch network's recipe in the study: heavier weight decay, 30 epochs.
 SCRATCH_OVERRIDES = {"weight_decay": 5e-4}
 SCRATCH_EPOCHS = {"smoke": 2, "quick": 8, "full": 30}
@@ -217,6 +230,7 @@ def load_config(profile: str | None = None, model: str | None = None, **override
     """Return the configuration of a profile for a model, with any field overridden.
 
     The mini U-Net gets the study's scratch recipe (weight decay 5e-4, its own epoch count).
+    Quick-profile models get their time budget (``train_minutes``) unless ``SEG_TIME_BUDGET=off``.
     """
     profile = profile or get_profile()
     if profile not in PROFILES:
@@ -226,6 +240,9 @@ def load_config(profile: str | None = None, model: str | None = None, **override
         config = config.replace(model=model)
     if config.model.startswith("mini-unet"):
         config = config.replace(**SCRATCH_OVERRIDES, epochs=SCRATCH_EPOCHS[profile])
+    budget_off = os.environ.get(TIME_BUDGET_ENV, "").strip().lower() in ("0", "off", "none")
+    if config.model in TRAIN_MINUTES.get(profile, {}) and not budget_off:
+        config = config.replace(train_minutes=TRAIN_MINUTES[profile][config.model])
     return config.replace(**overrides) if overrides else config
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .distributed import all_gather_objects, all_reduce_sum, is_distributed, shard_indices
-from .inference import amp_dtype, labels_from_logits, predict_logits
+from .inference import labels_from_logits, predict_logits
 from .machine import default_workers
 from .metrics import IGNORE_INDEX
 
@@ -34,6 +34,7 @@ def evaluate(
     desc: str = "evaluate",
     scales: tuple[float, ...] = (1.0,),
     distributed: bool = False,
+    runtime=None,
 ) -> dict:
     """Score a model on every image of a dataset at its native resolution.
 
@@ -47,6 +48,9 @@ def evaluate(
     ``distributed`` (in a torchrun run): each process scores a disjoint share of the images and
     every sum (confusion matrix, loss, the study's figures) is added up over the processes, so
     each process returns the scores of the whole dataset.
+
+    ``runtime`` (a :class:`helpers.runtime.Runtime` of the same network) runs the network
+    instead of ``model`` in ``dtype``; multi-scale ``scales`` always run ``model``.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -76,7 +80,10 @@ def evaluate(
     dice_den = torch.zeros((), dtype=torch.float64, device=device)
     for images, masks in tqdm(loader, desc=desc, disable=not progress, leave=False):
         masks = masks.to(device, non_blocking=True)
-        logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip, scales=scales)
+        if runtime is not None and tuple(scales) == (1.0,):
+            logits = runtime.logits(images, tta_flip=tta_flip).to(device)
+        else:
+            logits = predict_logits(model, images, dtype=dtype, tta_flip=tta_flip, scales=scales)
         pred = labels_from_logits(logits)
         confusion.update(pred, masks)
         per_image.append(metrics.per_image_confusion_matrices(pred, masks, num_classes))
@@ -108,24 +115,34 @@ def evaluate(
 
 
 def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
-                        device=None, progress: bool = True,
-                        scales: tuple[float, ...] = (1.0,)) -> dict:
+                        device=None, progress: bool = True, runtime: str = "auto",
+                        amp: str | None = None, scales: tuple[float, ...] = (1.0,)) -> dict:
     """Load a checkpoint and score it on a split of the dataset it was trained on.
 
-    ``scales`` other than ``(1.0,)`` adds multi-scale test-time augmentation.
+    ``runtime="auto"`` runs the network on the runtime measured fastest on this machine
+    (:mod:`helpers.runtime`); ``torch``, ``onnx`` or a timed variant forces one. ``amp``
+    (default: the checkpoint's configuration) is PyTorch's precision. The result's
+    ``runtime`` entry says which ran, in which precision, and why. ``scales`` other than
+    ``(1.0,)`` adds multi-scale test-time augmentation (run by PyTorch).
     """
     from .checkpoint import load_model
     from .data import build_datasets
-    from .inference import pick_device, prepare_model
+    from .inference import pick_device
+    from .runtime import open_runtime
 
     device = pick_device(device)
     model, info = load_model(checkpoint)
     config = info["config"]
-    model = prepare_model(model, device, config.channels_last)
+    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
     dataset = build_datasets(config)[split]
-    return evaluate(model, dataset, config.batch_size, amp_dtype(device, config.amp, model.name),
-                    tta_flip=tta_flip, progress=progress, scales=scales,
-                    desc=f"{split}{' + flip' if tta_flip else ''}{' multi-scale' if len(scales) > 1 else ''}")
+    # The runtime's own PyTorch module where it has one: scoring then stays on its device.
+    model = loaded.model if loaded.model is not None else model
+    result = evaluate(model, dataset, config.batch_size, loaded.dtype, tta_flip=tta_flip,
+                      progress=progress, runtime=loaded, scales=scales,
+                      desc=f"{split}{' + flip' if tta_flip else ''}"
+                           f"{' multi-scale' if len(scales) > 1 else ''}")
+    result["runtime"] = loaded.describe()
+    return result
 
 
 def public_metrics(result: dict) -> dict:
@@ -137,6 +154,7 @@ def public_metrics(result: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import load_model
+    from .runtime import RUNTIMES
 
     parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,12 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", default="1", metavar="S1,S2,...",
                         help="multi-scale test-time augmentation, e.g. 0.75,1,1.25 (default 1)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="auto: the fastest measured on this machine; or force one")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
+                        help="PyTorch's precision (default: the checkpoint's setting, auto)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     args = parser.parse_args(argv)
     try:
         _, info = load_model(args.checkpoint)
         scales = tuple(float(scale) for scale in args.scales.split(","))
         result = evaluate_checkpoint(args.checkpoint, args.split, args.tta, args.device,
+                                     progress=not args.json, runtime=args.runtime, amp=args.amp,
                                      scales=scales)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -159,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(public_metrics(result), indent=2))
         return 0
-    print(f"{info['config'].model} on {args.split} ({result['images']} images)")
+    ran = result["runtime"]
+    print(f"{info['config'].model} on {args.split} ({result['images']} images), "
+          f"{ran['runtime']} in {ran['precision']}")
     print(f"  mIoU            {result['miou']:.4f}")
     print(f"  pixel accuracy  {result['pixel_accuracy']:.4f}")
     print(f"  Dice (macro)    {result['dice']:.4f}")

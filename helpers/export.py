@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 import warnings
@@ -87,7 +88,8 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
     """Return ``(session, metadata)``: an onnxruntime CPU session and the file's metadata dict.
 
     ``source`` is a path or the model bytes. ``threads`` sets onnxruntime's intra-op threads
-    (default: PyTorch's thread count, so both runtimes use the same cores).
+    (default: PyTorch's thread count, so both runtimes use the same cores); with
+    ``OMP_WAIT_POLICY=PASSIVE`` they sleep when idle, as PyTorch's do.
     """
     import onnxruntime
 
@@ -95,6 +97,10 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        # As PyTorch's OpenMP threads: idle threads sleep rather than spin after a run, which on
+        # 2 cores would slow whatever runs next (resizing, upsampling, another runtime).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():

@@ -8,21 +8,22 @@ away again, so a number in the report and a mask in the app come from the same c
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from .precision import choose_precision, cpu_info
+
 STRIDE = 32
 
 
-@lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
-    """Return whether this CPU has native bfloat16 units (where bf16 autocast pays off)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Return whether this CPU has native bfloat16 units (where bf16 autocast pays off).
+
+    Read from the CPU's flags (:mod:`helpers.precision`), not from oneDNN, which reports bf16
+    support on any AVX512 CPU and emulates it there, several times slower than float32.
+    """
+    return cpu_info().native_bf16
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -35,21 +36,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def amp_dtype(device: torch.device, amp: str = "auto", model_name: str = "") -> torch.dtype | None:
     """Return the autocast dtype to use, or None for float32.
 
-    ``amp`` is ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"off"``. On the CPU, "auto" uses bf16
-    for the U-Nets when the CPU has bf16 units (measured 2-4x faster there) and float32 for
-    DeepLabV3+ (measured slower in bf16). On CUDA it uses bf16 where supported, else fp16.
+    ``amp`` is ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"off"``; "auto" is
+    :func:`helpers.precision.choose_precision`'s decision (bf16 only on hardware with native
+    bf16 units, fp16 on pre-Ampere GPUs, float32 otherwise), which also gives the reason.
     """
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16() and not model_name.startswith("deeplab"):
-        return torch.bfloat16
-    return None
+    return choose_precision(device, amp, model_name).dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

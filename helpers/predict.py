@@ -22,9 +22,11 @@ refined labels are then upsampled by nearest neighbour.
 Command line::
 
     python -m helpers.predict PHOTO_OR_FOLDER... --checkpoint runs/quick/unet-effnet-lite0/best.pt \\
-        --out predictions [--tile 384] [--crf] [--runtime onnx] [--json]
+        --out predictions [--tile 384] [--crf] [--runtime auto|torch|onnx|...] [--json]
 
-``--runtime onnx`` runs an exported model with onnxruntime: give the ``.onnx`` file from
+The network runs on the runtime measured fastest on this machine (``--runtime auto``, timed
+once per machine and model configuration and cached: :mod:`helpers.runtime`); ``--runtime``
+forces one and ``--amp`` forces PyTorch's precision. ``--runtime onnx`` runs an exported model with onnxruntime: give the ``.onnx`` file from
 :mod:`helpers.export` as ``--checkpoint``, or a ``.pt`` checkpoint, which is then exported in
 memory at start-up (a few seconds).
 
@@ -61,19 +63,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import IMAGE_SUFFIXES, ClassInfo, to_rgb_array
 from .inference import (
-    amp_dtype,
-    onnx_logits,
-    pick_device,
-    predict_logits,
     predict_tiled,
-    prepare_model,
     resize_labels_nearest,
     upsample_labels,
     working_size,
 )
+from .runtime import RUNTIMES
 from .transforms import to_tensor
 
-RUNTIMES = ("torch", "onnx")
 # Long side of the working scale: CamVid's 480 for one pass; twice that for sliding windows.
 DEFAULT_MAX_SIDE = 480
 DEFAULT_TILE_MAX_SIDE = 960
@@ -296,48 +293,35 @@ class Predictor:
     parallel.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str | None = None, runtime: str = "torch",
+    def __init__(self, checkpoint: str | Path, device: str | None = None, runtime: str = "auto",
                  amp: str = "auto", max_side: int | None = None, tile: int | None = None,
-                 overlap: float = DEFAULT_OVERLAP, batch_size: int = 4, threads: int | None = None):
+                 overlap: float = DEFAULT_OVERLAP, batch_size: int = 4, threads: int | None = None,
+                 compile: bool = False, progress: bool = True):
+        from .runtime import open_runtime
+
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         self.checkpoint = Path(checkpoint)
         if not self.checkpoint.is_file():
             raise FileNotFoundError(f"{self.checkpoint}: no such checkpoint (train one with "
                                     "python -m helpers.train, or give the path of a best.pt)")
-        self.runtime = runtime
         self.max_side, self.tile, self.overlap = max_side, tile, overlap
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._crf_params = None
-        if runtime == "torch":
-            from .checkpoint import load_model
-
-            if self.checkpoint.suffix == ".onnx":
-                raise ValueError(f"{self.checkpoint}: an ONNX file needs runtime 'onnx'")
-            self.device = pick_device(device)
-            model, info = load_model(self.checkpoint, self.device)
-            self.model = prepare_model(model, self.device, channels_last=True)
-            self.dtype = amp_dtype(self.device, amp, model.name)
-            self.classes: ClassInfo = info["classes"]
-            self.model_name = model.name
-            self._logits = partial(predict_logits, self.model, dtype=self.dtype)
-        else:
-            from .export import classes_from_metadata, export_onnx, load_onnx
-
-            self.device, self.dtype = torch.device("cpu"), None
-            source = (self.checkpoint if self.checkpoint.suffix == ".onnx"
-                      else export_onnx(self.checkpoint))
-            self.session, metadata = load_onnx(source, threads)
-            self.classes = classes_from_metadata(metadata)
-            self.model_name = metadata.get("model_name", "")
-            self._logits = partial(onnx_logits, self.session)
+        loaded = open_runtime(runtime, self.checkpoint, device, amp, threads, compile, progress)
+        self.runtime_info = loaded
+        self.runtime = loaded.name
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.model, self.session = loaded.model, loaded.session
+        self.classes: ClassInfo = loaded.classes
+        self.model_name = loaded.model_name
+        self._logits = loaded.run
 
     def describe(self) -> dict:
-        """Return what is loaded: model, runtime, precision, classes with colours."""
+        """Return what is loaded: model, runtime, precision (and why), classes with colours."""
         return {"model": self.model_name, "checkpoint": self.checkpoint.name,
-                "runtime": self.runtime, "device": str(self.device),
-                "precision": str(self.dtype or torch.float32).replace("torch.", ""),
+                **self.runtime_info.describe(),
                 "classes": [{"name": n, "color": list(c)}
                             for n, c in zip(self.classes.names, self.classes.colors, strict=True)]}
 
@@ -506,7 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True,
                         help="best.pt from helpers.train (or a .onnx file with --runtime onnx)")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="auto: the fastest measured on this machine (timed once, cached); "
+                             "torch, onnx or one of the timed variants forces it")
+    parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                        help="PyTorch's precision (auto: bf16 only with native bf16 units); "
+                             "forcing one runs PyTorch")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd variants (tens of seconds to compile; "
+                             "pays off over many photos)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: best available)")
     parser.add_argument("--max-side", type=int, default=None,
                         help=f"long side of the working scale (default {DEFAULT_MAX_SIDE}, "
@@ -532,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         photos = collect_photos(args.paths)
         predictor = Predictor(args.checkpoint, device=args.device, runtime=args.runtime,
-                              max_side=args.max_side, tile=args.tile, overlap=args.overlap,
-                              threads=args.threads)
+                              amp=args.amp, max_side=args.max_side, tile=args.tile,
+                              overlap=args.overlap, threads=args.threads, compile=args.compile,
+                              progress=not args.json)
         if args.crf:
             predictor.crf_params()  # fail now, not on every photo, when the CRF is unavailable
     except (FileNotFoundError, ValueError, RuntimeError) as error:
@@ -542,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     if not photos:
         print("error: no photos found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
+    if not args.json:
+        info = predictor.describe()
+        how = ("forced" if info.get("choice", {}).get("forced")
+               else "the fastest measured on this machine")
+        print(f"network: {info['runtime']} in {info['precision']} ({how})", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], 0
@@ -564,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"{prediction.total_ms:.0f} ms): {format_shares(prediction)}")
     bar.close()
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "runtime": args.runtime,
+        print(json.dumps({"checkpoint": str(args.checkpoint), "runtime": predictor.describe()["runtime"],
+                          "precision": predictor.describe()["precision"],
                           "classes": predictor.classes.to_dict()["classes"],
                           "photos": results, "failed": failures}, indent=2))
     elif failures:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -22,23 +21,23 @@ from .config import output_dir, project_path
 
 
 def hardware() -> dict:
-    """Return a description of the machine: CPU model and cores, GPU if any, torch threads."""
+    """Return a description of the machine: CPU model, bf16 capability and cores, GPU if any,
+    torch threads."""
     import os
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .precision import cpu_info
+
+    # The model name from /proc/cpuinfo; it says so where SEG_NATIVE_BF16=0 hides the bf16 flags.
+    cpu = cpu_info().model
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": cpu, "cores": cores, "torch_threads": torch.get_num_threads(),
+    native_bf16 = cpu_info().native_bf16
+    info = {"cpu": cpu, "cpu_native_bf16": native_bf16, "cpu_bf16_flags": cpu_info().bf16_flags,
+            "cores": cores, "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    info["summary"] = f"{info['gpu']}" if info["gpu"] else f"{cores} CPU cores ({cpu})"
+    bf16 = "native bf16" if native_bf16 else "no native bf16"
+    info["summary"] = f"{info['gpu']}" if info["gpu"] else f"{cores} CPU cores ({cpu}, {bf16})"
     return info
 
 
@@ -93,6 +92,7 @@ def model_result(checkpoint, test: dict, test_tta: dict | None = None) -> dict:
         "parameters": count_parameters(model),
         "flops": count_flops(model, 360, 480),
         "best_epoch": info["epoch"],
+        "training_precision": info.get("precision"),
         "epochs_run": len(history),
         "train_seconds": sum(row.get("seconds", 0.0) for row in history),
         "history": history,

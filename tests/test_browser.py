@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 
 @pytest.fixture(scope="module")
 def server(smoke_checkpoint):
-    app = create_app(Predictor(smoke_checkpoint))
+    app = create_app(Predictor(smoke_checkpoint, runtime="torch"))
     with BackgroundServer(app) as running:
         yield running
 

@@ -69,7 +69,7 @@ def test_dynamic_batch_and_size(onnx_path, torch_model, camvid_batch):
 
 def test_onnx_runtime_predictor_matches_torch(onnx_path, smoke_checkpoint, camvid_dir):
     image = read_image(sorted((camvid_dir / "test").glob("*.png"))[5])
-    torch_mask = Predictor(smoke_checkpoint, amp="off").predict(image).mask
+    torch_mask = Predictor(smoke_checkpoint, runtime="torch", amp="off").predict(image).mask
     from_file = Predictor(onnx_path, runtime="onnx")
     assert from_file.classes.names[0] == "sky" and from_file.model_name == "unet-effnet-lite0"
     assert (from_file.predict(image).mask == torch_mask).mean() >= 0.999

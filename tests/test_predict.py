@@ -38,7 +38,7 @@ SMALL_CAMPUS = ("UNH_DL_55.jpg", "UNH_DL_64.jpg")  # 1814x2419, the smallest pho
 
 @pytest.fixture(scope="module")
 def predictor(smoke_checkpoint):
-    return Predictor(smoke_checkpoint)
+    return Predictor(smoke_checkpoint, runtime="torch")
 
 
 def smooth_scores(num_classes, height, width, seed=0, noise=0.1):

@@ -29,7 +29,7 @@ MAX_UPLOAD = 4 * 2**20
 
 @pytest.fixture(scope="module")
 def predictor(smoke_checkpoint):
-    return Predictor(smoke_checkpoint)
+    return Predictor(smoke_checkpoint, runtime="torch")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..runtime import RUNTIMES  # imports torch: after the OpenMP setting above
+
     parser = argparse.ArgumentParser(prog="python -m helpers.webapp", description=__doc__)
     parser.add_argument("--checkpoint", required=True,
                         help="best.pt from helpers.train (or a .onnx file with --runtime onnx)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="auto: the fastest measured on this machine (timed once, cached); "
+                             "torch, onnx or one of the timed variants forces it")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd variants (slower start, sometimes faster "
+                             "requests)")
     parser.add_argument("--max-upload-mb", type=float, default=25.0,
                         help="larger request bodies get 413")
     parser.add_argument("--max-pixels", type=int, default=None,
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     max_upload_bytes = int(args.max_upload_mb * 2**20)
     try:
-        predictor = Predictor(args.checkpoint, runtime=args.runtime)
+        predictor = Predictor(args.checkpoint, runtime=args.runtime, compile=args.compile)
         predictor.warmup()
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -54,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                      max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     server = make_server(app, host=args.host, port=args.port, threads=args.threads,
                          ident="campus-segmentation")
-    print(f"serving {predictor.model_name} ({args.runtime}) on http://{args.host}:{args.port}",
-          flush=True)
+    info = predictor.describe()
+    print(f"serving {predictor.model_name} ({info['runtime']}, {info['precision']}) on "
+          f"http://{args.host}:{args.port}", flush=True)
     server.run()
     return 0
 

@@ -75,11 +75,12 @@ class InMemoryRequest(Flask.request_class):
 
 def create_app(checkpoint_or_predictor: str | Path | Predictor,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS, runtime: str = "torch") -> Flask:
+               max_pixels: int = DEFAULT_MAX_PIXELS, runtime: str = "auto") -> Flask:
     """Return the Flask app serving one model.
 
     ``checkpoint_or_predictor`` is a checkpoint path (loaded once here, with ``runtime``) or a
-    ready :class:`Predictor` (shared, e.g. between tests). Bodies over ``max_upload_bytes``
+    ready :class:`Predictor` (shared, e.g. between tests). ``runtime="auto"`` runs the
+    fastest runtime measured on this machine (:mod:`helpers.runtime`). Bodies over ``max_upload_bytes``
     get 413; images over ``max_pixels`` too, before they are decoded.
     """
     predictor = (checkpoint_or_predictor if isinstance(checkpoint_or_predictor, Predictor)

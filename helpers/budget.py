@@ -1,0 +1,168 @@
+"""Fitting a profile's training into its time budget on a CPU without native bf16.
+
+The quick profile's schedules (16 epochs for the transfer U-Net, 8 for the mini U-Net) were
+sized on a CPU with native bf16, where the whole report takes about 30 minutes on 2 cores.
+Without native bf16 the networks train in float32 (:mod:`helpers.precision`), which made a
+quick epoch of the transfer U-Net 1.2x to 1.9x longer on the same CPU
+(``benchmarks/train_throughput.py --precisions auto,off``, three runs), and older CPUs are slower
+still. There a configuration with ``train_minutes`` set trains fewer epochs: as many as its
+measured epoch time lets fit in that many minutes. :func:`helpers.train.ensure_trained` (what
+the notebooks and ``make report`` call) applies it; ``python -m helpers.train`` trains the
+epochs it is given. The epoch time is measured once per machine (a few training
+and evaluation batches, seconds) and cached beside the runtime timings
+(:func:`helpers.runtime.cache_dir`); a corrupt or stale cache is measured again.
+
+CPUs with native bf16 keep the profile's epochs untouched, whatever a measurement on a busy
+machine would say, so their runs stay reproducible; ``SEG_TIME_BUDGET=off`` keeps them everywhere
+(more accuracy, a longer report). The adapted configuration records what
+was measured (``Config.time_budget``) and is printed with the run, saved in its checkpoints
+and in the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from datetime import UTC, datetime
+
+import torch
+
+from .config import Config
+from .inference import pick_device, predict_logits
+from .precision import Precision, choose_precision, cpu_info
+from .runtime import cache_dir, read_cache, write_cache
+
+CACHE_FILE = "epoch_times.json"
+CACHE_FORMAT = "helpers-epoch-time-cache/1"
+
+
+def needs_budget(config: Config, device: torch.device, precision: Precision) -> bool:
+    """Return whether a run's epochs are sized to its time budget on this machine.
+
+    Only on a CPU training in float32 without native bf16 units (or forced to float32 with
+    ``amp="off"``, which simulates one): elsewhere the profile's epochs stand.
+    """
+    if config.train_minutes is None or device.type != "cpu" or precision.dtype is not None:
+        return False
+    return not cpu_info().native_bf16 or config.amp == "off"
+
+
+def epoch_plan(config: Config, datasets: dict) -> tuple[int, int, int]:
+    """Return (training batches, evaluation batches, evaluation images) of one epoch of ``config``.
+
+    An epoch is every full training batch, then the validation split and the tracked test
+    images at their native size.
+    """
+    train_batches = len(datasets["train"]) // config.batch_size
+    tracked = min(config.track_test_each_epoch, len(datasets["test"]))
+    eval_batches = (math.ceil(len(datasets["val"]) / config.batch_size)
+                    + math.ceil(tracked / config.batch_size))
+    return train_batches, eval_batches, len(datasets["val"]) + tracked
+
+
+def measure_epoch_seconds(config: Config, device: torch.device, precision: Precision,
+                          datasets: dict, batches: int = 3) -> dict:
+    """Return the measured seconds of one training batch and one evaluation batch, and of an epoch.
+
+    Times ``batches`` training steps of :func:`helpers.train.train_one_epoch` on real
+    training crops and two evaluation batches at CamVid's 360x480, after one untimed warm-up
+    of each (kernel selection).
+    """
+    from .data import SegmentationDataset
+    from .models import build_model
+    from .train import build_optimizer, train_one_epoch
+
+    full = datasets["train"]
+    train_set = SegmentationDataset(full.pairs[: batches * config.batch_size], full.classes,
+                                    full.transform)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size)
+    samples = list(loader)
+    model = build_model(config.model, train_set.classes.num_classes, width=config.width,
+                        output_stride=config.output_stride,
+                        decoder_channels=config.decoder_channels).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def train(steps):
+        train_one_epoch(model, steps, optimizer, scheduler, None, None, device, precision.dtype,
+                        config.channels_last, progress=False)
+
+    train(samples[:1])
+    started = time.perf_counter()
+    train(samples)
+    train_s = (time.perf_counter() - started) / len(samples)
+    images = torch.rand(config.batch_size, 3, 360, 480)
+    model.eval()
+    predict_logits(model, images, precision.dtype, channels_last=config.channels_last)
+    started = time.perf_counter()
+    for _ in range(2):
+        predict_logits(model, images, precision.dtype, channels_last=config.channels_last)
+    eval_s = (time.perf_counter() - started) / 2
+    train_batches, eval_batches, _ = epoch_plan(config, datasets)
+    return {"seconds_per_train_batch": train_s, "seconds_per_eval_batch": eval_s,
+            "seconds_per_epoch": train_batches * train_s + eval_batches * eval_s}
+
+
+def _cache_key(config: Config, precision: Precision) -> dict:
+    cpu = cpu_info()
+    key = {"cpu": cpu.model,
+           "cpu_flags": hashlib.sha256(" ".join(sorted(cpu.flags)).encode()).hexdigest()[:16],
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "precision": precision.name,
+           "config": {k: getattr(config, k) for k in ("model", "width", "crop_size", "batch_size",
+                                                      "channels_last", "track_test_each_epoch",
+                                                      "max_train_images", "max_val_images",
+                                                      "max_test_images", "dataset")},
+           "decoder_channels": config.decoder_channels,
+           "output_stride": config.output_stride}
+    return json.loads(json.dumps(key))
+
+
+def sized_to_budget(config: Config, device: str | torch.device | None = None,
+                    datasets: dict | None = None, progress: bool = True) -> Config:
+    """Return ``config``, with fewer epochs where its training would overrun ``train_minutes``.
+
+    Unchanged where :func:`needs_budget` says no, or where all the epochs fit. Otherwise the
+    epochs are ``floor(train_minutes / measured minutes per epoch)`` (at least 1) and
+    ``time_budget`` records the measurement; the decision is printed.
+    """
+    device = pick_device(device)
+    precision = choose_precision(device, config.amp, config.model)
+    if not needs_budget(config, device, precision):
+        return config
+    from .data import build_datasets
+
+    datasets = datasets or build_datasets(config)
+    path = cache_dir() / CACHE_FILE
+    key = _cache_key(config, precision)
+    key_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    entries = read_cache(path, CACHE_FORMAT)
+    entry = entries.get(key_id)
+    if not (isinstance(entry, dict) and entry.get("key") == key
+            and isinstance(entry.get("seconds_per_epoch"), int | float)
+            and entry["seconds_per_epoch"] > 0):
+        if progress:
+            print(f"measuring one {config.profile} epoch of {config.model} on this CPU "
+                  f"({precision}; once, cached in {path})", flush=True)
+        entry = {"key": key, **measure_epoch_seconds(config, device, precision, datasets),
+                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        entries[key_id] = entry
+        write_cache(path, entries, CACHE_FORMAT)
+    epoch_s = entry["seconds_per_epoch"]
+    epochs = max(1, min(config.epochs, math.floor(60 * config.train_minutes / epoch_s)))
+    if epochs == config.epochs:
+        return config
+    record = {"train_minutes": config.train_minutes, "profile_epochs": config.epochs,
+              "seconds_per_epoch": round(epoch_s), "precision": str(precision),
+              "cpu": cpu_info().describe()}
+    if progress:
+        print(f"time budget: {config.epochs} epochs of {config.model} would take "
+              f"{config.epochs * epoch_s / 60:.1f} min on this CPU ({epoch_s:.0f} s each; "
+              f"{precision}); training {epochs} epochs to fit the {config.profile} profile's "
+              f"{config.train_minutes:g} min (fewer epochs, lower accuracy; SEG_TIME_BUDGET=off "
+              "keeps them all)", flush=True)
+    return config.replace(epochs=epochs, time_budget=record)

@@ -1,0 +1,102 @@
+"""The time budget: fewer epochs only on a CPU training in float32, sized from a measured epoch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import budget, precision
+from helpers.config import load_config
+from helpers.train import parse_overrides
+from tests.test_precision import AMD_WITH_BF16, INTEL_AVX512_NO_BF16, cpu
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path))
+    return tmp_path / budget.CACHE_FILE
+
+
+def on_cpu(monkeypatch, text):
+    info = cpu(text)
+    monkeypatch.setattr(precision, "cpu_info", lambda: info)
+    monkeypatch.setattr(budget, "cpu_info", lambda: info)
+
+
+def smoke(**changes):
+    return load_config("smoke", "unet-effnet-lite0", **changes)
+
+
+def test_the_quick_profile_carries_a_budget_per_model(monkeypatch):
+    assert load_config("quick", "unet-effnet-lite0").train_minutes == 10.5
+    assert load_config("quick", "mini-unet").train_minutes == 5.5
+    assert load_config("smoke", "unet-effnet-lite0").train_minutes is None
+    assert parse_overrides(["train_minutes=7.5"]) == {"train_minutes": 7.5}
+    monkeypatch.setenv("SEG_TIME_BUDGET", "off")
+    assert load_config("quick", "unet-effnet-lite0").train_minutes is None
+    assert parse_overrides(["train_minutes=none"]) == {"train_minutes": None}
+
+
+def test_a_cpu_with_native_bf16_keeps_the_profiles_epochs(monkeypatch, cache, camvid_dir):
+    on_cpu(monkeypatch, AMD_WITH_BF16)
+    config = smoke(train_minutes=1e-4)
+    assert budget.sized_to_budget(config, "cpu", progress=False) is config
+    assert not cache.exists()
+
+
+def test_float32_training_over_budget_gets_fewer_epochs(monkeypatch, cache, camvid_dir, capsys):
+    on_cpu(monkeypatch, INTEL_AVX512_NO_BF16)
+    config = smoke(epochs=6, train_minutes=1e-4)  # far less than one epoch
+    sized = budget.sized_to_budget(config, "cpu")
+    assert sized.epochs == 1
+    record = sized.time_budget
+    assert record["profile_epochs"] == 6 and record["train_minutes"] == 1e-4
+    assert record["precision"] == "fp32: this CPU has no native bf16"
+    assert "no native bf16" in record["cpu"]
+    out = capsys.readouterr().out
+    assert "training 1 epochs to fit" in out and "measuring one smoke epoch" in out
+    (entry,) = json.loads(cache.read_text())["entries"].values()
+    seconds = entry["seconds_per_epoch"]
+    assert seconds > 0
+    # Read back from the cache, not measured again: the same configuration, byte for byte.
+    monkeypatch.setattr(budget, "measure_epoch_seconds", lambda *a, **k: pytest.fail("measured twice"))
+    assert budget.sized_to_budget(config, "cpu", progress=False) == sized
+    # A budget holding every epoch leaves the configuration as it was.
+    roomy = smoke(epochs=6, train_minutes=7 * seconds / 60)
+    assert budget.sized_to_budget(roomy, "cpu", progress=False) is roomy
+    # Sized between: floor(budget / epoch time).
+    partial = smoke(epochs=6, train_minutes=3.5 * seconds / 60)
+    assert budget.sized_to_budget(partial, "cpu", progress=False).epochs == 3
+
+
+def test_forcing_float32_on_a_bf16_cpu_simulates_one_without(monkeypatch, cache, camvid_dir):
+    on_cpu(monkeypatch, AMD_WITH_BF16)
+    config = smoke(epochs=4, train_minutes=1e-4, amp="off")
+    assert budget.sized_to_budget(config, "cpu", progress=False).epochs == 1
+
+
+def test_a_corrupt_or_stale_epoch_time_is_measured_again(monkeypatch, cache, camvid_dir):
+    on_cpu(monkeypatch, INTEL_AVX512_NO_BF16)
+    config = smoke(epochs=4, train_minutes=1e-4)
+    calls = []
+    real = budget.measure_epoch_seconds
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "measure_epoch_seconds", counted)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("{truncated")
+    with pytest.warns(UserWarning, match="ignored"):
+        budget.sized_to_budget(config, "cpu", progress=False)
+    assert len(calls) == 1
+    data = json.loads(cache.read_text())
+    for entry in data["entries"].values():
+        entry["seconds_per_epoch"] = -1.0  # nonsense is not trusted
+    cache.write_text(json.dumps(data))
+    budget.sized_to_budget(config, "cpu", progress=False)
+    assert len(calls) == 2
+    budget.sized_to_budget(config.replace(crop_size=(64, 64)), "cpu", progress=False)  # another key
+    assert len(calls) == 3
