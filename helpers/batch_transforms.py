@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE_INDEX
+from .metrics import IGNORE_INDEX
 
 
 class DeviceBatches:
@@ -61,7 +61,7 @@ class DeviceBatches:
                      rotate_limit: float = 10.0, scale_limit: float = 0.0,
                      generator: torch.Generator | None = None, rank: int = 0,
                      num_replicas: int = 1) -> DeviceBatches:
-        """Decode every pair of a :class:`helpers.data.SegmentationDataset` onto ``device``.
+        """Decode every pair of a :class:`helpers.datasets.SegmentationDataset` onto ``device``.
 
         All images must share one size (CamVid's are 360x480); a folder dataset of mixed sizes
         is resized first (``python -m helpers.data resize``) or trained with the CPU pipeline.

@@ -70,7 +70,7 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
     training crops and two evaluation batches at CamVid's 360x480, after one untimed warm-up
     of each (kernel selection).
     """
-    from .data import SegmentationDataset
+    from .datasets import SegmentationDataset
     from .models import build_model
     from .train import build_optimizer, train_one_epoch
 
@@ -134,7 +134,7 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
     precision = choose_precision(device, config.amp, config.model)
     if not needs_budget(config, device, precision):
         return config
-    from .data import build_datasets
+    from .datasets import build_datasets
 
     datasets = datasets or build_datasets(config)
     path = cache_dir() / CACHE_FILE

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data import ClassInfo
+from .labels import ClassInfo
 from .metrics import IGNORE_INDEX
 from .models import SMP_DECODER_CHANNELS, SegmentationModel, build_model
 

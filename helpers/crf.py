@@ -290,7 +290,7 @@ def choose_params(checkpoint_path: str | Path, model, val_dataset, max_images: i
     checkpoint file with the same settings is reused. The returned dict is the file's content
     with ``params`` as a :class:`CRFParams`.
     """
-    from .data import evenly_spaced
+    from .datasets import evenly_spaced
 
     checkpoint_path = Path(checkpoint_path)
     path = checkpoint_path.parent / CRF_FILE

@@ -126,7 +126,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     ``(1.0,)`` adds multi-scale test-time augmentation (run by PyTorch).
     """
     from .checkpoint import load_model
-    from .data import build_datasets
+    from .datasets import build_datasets
     from .inference import pick_device
     from .runtime import open_runtime
 

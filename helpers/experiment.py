@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config
-from .data import ClassInfo
+from .labels import ClassInfo
 
 METRIC_ROWS = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy",
                "mean_class_accuracy": "mean class accuracy", "dice": "Dice (macro)"}
@@ -44,7 +44,7 @@ def predictions_on_test_images(checkpoint: str | Path, config: Config, count: in
     through the project's one inference path.
     """
     from .checkpoint import load_model
-    from .data import build_datasets, evenly_spaced
+    from .datasets import build_datasets, evenly_spaced
     from .inference import amp_dtype, labels_from_logits, pick_device, predict_logits, prepare_model
     from .transforms import to_tensor
 
@@ -65,7 +65,7 @@ def predictions_on_test_images(checkpoint: str | Path, config: Config, count: in
 
 def campus_predictions_figure(checkpoint: str | Path, photos: list[Path]):
     """Return a figure of the model's labels over some campus photos (see
-    :func:`helpers.data.campus_photos`), each titled with the time its prediction took."""
+    :func:`helpers.downloads.campus_photos`), each titled with the time its prediction took."""
     import matplotlib.pyplot as plt
 
     from .predict import Predictor

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_model
-from .data import ClassInfo
 from .inference import STRIDE
+from .labels import ClassInfo
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from .config import output_dir
-from .data import ClassInfo, colorize
+from .labels import ClassInfo, colorize
 
 DPI = 110
 

@@ -61,13 +61,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import IMAGE_SUFFIXES, ClassInfo, to_rgb_array
+from .imageio import IMAGE_SUFFIXES, to_rgb_array
 from .inference import (
     predict_tiled,
     resize_labels_nearest,
     upsample_labels,
     working_size,
 )
+from .labels import ClassInfo
 from .runtime import RUNTIMES
 from .transforms import to_tensor
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import list_images, read_image
+from .imageio import list_images, read_image
 
 
 def channel_stats(images: Iterable, progress: bool = False, total: int | None = None) -> dict:

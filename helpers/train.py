@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import distributed, metrics, seed_everything
 from .checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, load_config, project_path
-from .data import build_datasets, class_pixel_counts, median_frequency_weights
+from .datasets import build_datasets, class_pixel_counts, median_frequency_weights
 from .evaluate import evaluate
 from .inference import autocast, labels_from_logits, pick_device
 from .machine import default_workers
@@ -124,7 +124,7 @@ def run_dir(config: Config) -> Path:
     (``<dataset>-<split>`` with a named split), so a run on another dataset never lands in
     the CamVid run's folder.
     """
-    from .data import dataset_name
+    from .datasets import dataset_name
 
     root = Path(config.runs_dir)
     root = root if root.is_absolute() else project_path(config.runs_dir)
@@ -217,7 +217,7 @@ def training_split(config: Config, datasets: dict):
         return datasets["train"]
     if config.fit_on != "train+val":
         raise ValueError(f"fit_on must be 'train' or 'train+val', not {config.fit_on!r}")
-    from .data import SegmentationDataset
+    from .datasets import SegmentationDataset
 
     train, val = datasets["train"], datasets["val"]
     return SegmentationDataset(train.pairs + val.pairs, train.classes, train.transform,
@@ -582,7 +582,7 @@ def fit(
 
     test_set = None
     if config.track_test_each_epoch:
-        from .data import SegmentationDataset, evenly_spaced
+        from .datasets import SegmentationDataset, evenly_spaced
 
         full = datasets["test"]
         test_set = SegmentationDataset(evenly_spaced(full.pairs, config.track_test_each_epoch),

@@ -36,8 +36,8 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from ..data import colorize
 from ..inference import working_size
+from ..labels import colorize
 from ..predict import (
     DEFAULT_MAX_PIXELS,
     ImageTooLarge,
