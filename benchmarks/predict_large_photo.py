@@ -60,7 +60,8 @@ def worker(args) -> dict:
     """Predict every photo with one strategy in this process; return timings and memory."""
     import torch
 
-    from helpers.predict import Predictor, encode_jpeg, encode_png
+    from helpers.imageio import encode_jpeg, encode_png
+    from helpers.predict import Predictor
 
     torch.set_num_threads(args.threads)
     import cv2

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imageio import _pack_rgb, mask_grid, orient, read_photo, read_raw_mask
+from .imageio import _pack_rgb, mask_grid, orient, read_photo, read_raw_mask, working_size
 from .labels import ClassInfo
 from .pairs import dataset_pairs
 
@@ -193,10 +193,9 @@ def _write_resized(photo, orientation, mask, grid, image_path, out_images, out_m
     image = orient(photo, orientation)
     if grid == "raw":
         mask = orient(mask, orientation)
-    height, width = image.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if scale < 1.0:
+    height, width = working_size(*image.shape[:2], max_side)
+    if (height, width) != image.shape[:2]:
+        size = (width, height)
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     suffix = ".jpg" if image_path.suffix.lower() in (".jpg", ".jpeg") else ".png"

@@ -9,10 +9,11 @@ Every mask read here holds class ids ``0..num_classes-1`` and :data:`IGNORE_INDE
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .labels import ClassInfo
 from .metrics import IGNORE_INDEX
@@ -22,24 +23,66 @@ MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 
 
+class ImageTooLarge(ValueError):
+    """An image with more pixels than the configured limit (refused before decoding)."""
+
+
+def decode_photo(source, max_pixels: int | None = None, max_side: int | None = None):
+    """Return ``(image, full_size)``: the photo as RGB uint8 and its (height, width) after EXIF.
+
+    ``source`` is a path, bytes or a file object. With ``max_side`` the image may come back
+    smaller than ``full_size`` (long side at least ``max_side`` when the photo is that large):
+    JPEGs decode directly at 1/2, 1/4 or 1/8 scale (PIL draft mode, several times faster),
+    other formats are decoded and shrunk. Grayscale, palette, RGBA, CMYK and 16-bit images are
+    converted. Raises :class:`ImageTooLarge` over ``max_pixels`` (checked from the header,
+    before decoding) and ``ValueError`` for anything that is not a readable image.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        source = io.BytesIO(source)
+    try:
+        image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(str(error)) from error
+    except UnidentifiedImageError as error:
+        raise ValueError("not an image file (unknown format)") from error
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "damaged"
+        raise ValueError(f"not an image file that can be read ({error})") from error
+    with image:
+        stored_width, stored_height = image.size
+        if max_pixels is not None and stored_width * stored_height > max_pixels:
+            raise ImageTooLarge(
+                f"image is {stored_width}x{stored_height} pixels, more than the limit of "
+                f"{max_pixels:,} pixels")
+        try:
+            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+        except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
+            orientation = 1
+        full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
+                     else (stored_height, stored_width))
+        if max_side and max(stored_width, stored_height) > max_side and image.format == "JPEG":
+            scale = max_side / max(stored_width, stored_height)
+            image.draft(None, (math.ceil(stored_width * scale), math.ceil(stored_height * scale)))
+        try:
+            image.load()
+            array = to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
+        except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
+            raise ValueError(f"the image data cannot be decoded ({error})") from error
+    if max_side and max(array.shape[:2]) > 2 * max_side:
+        array = resize_image(array, working_size(*array.shape[:2], max_side))
+    return array, full_size
+
+
 def read_image(source, max_pixels: int | None = None) -> np.ndarray:
     """Return an RGB uint8 array (H, W, 3) with the EXIF orientation applied.
 
     ``source`` is a path, bytes or a file object. Grayscale, palette, RGBA, CMYK and 16-bit
     images are converted. ``max_pixels`` rejects larger images before decoding them
-    (``ValueError``), which stops decompression bombs.
+    (:class:`ImageTooLarge`, a ``ValueError``), which stops decompression bombs; see
+    :func:`decode_photo`.
     """
-    if isinstance(source, bytes | bytearray):
-        source = io.BytesIO(source)
-    with Image.open(source) as image:
-        if max_pixels is not None and image.width * image.height > max_pixels:
-            raise ValueError(
-                f"image is {image.width}x{image.height} pixels, more than the limit of "
-                f"{max_pixels:,} pixels"
-            )
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb_array(image)
+    return decode_photo(source, max_pixels)[0]
 
 
 EXIF_ORIENTATION = 0x0112
@@ -203,3 +246,51 @@ def list_images(folder: str | Path, suffixes=IMAGE_SUFFIXES) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+# --------------------------------------------------------------------------- sizes and encoding
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Return (height, width) scaled so the longer side is at most ``max_side`` (never enlarged)."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return an RGB uint8 image resized to (height, width).
+
+    Area averaging when shrinking by more than 1.5x (no aliasing), bilinear otherwise (several
+    times faster, and aliasing-free for mild factors).
+    """
+    import cv2
+
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * 1.5 <= image.shape[0] and width * 1.5 <= image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Return PNG bytes of a uint8 array: (H, W) one channel, or (H, W, 3) RGB."""
+    import cv2
+
+    if array.ndim == 3:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(array), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
+    """Return JPEG bytes of an RGB uint8 image (H, W, 3)."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()

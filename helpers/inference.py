@@ -12,6 +12,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from .imageio import working_size  # noqa: F401 - importable from here as before
 from .precision import choose_precision, cpu_info
 
 STRIDE = 32
@@ -141,12 +142,6 @@ def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
 # * tile: the network slides a square window over a larger working scale, and the softmax
 #   probabilities of overlapping windows are blended with Hann weights (no seams), then
 #   upsampled the same way.
-
-
-def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """Return (height, width) scaled so the longer side is at most ``max_side`` (never enlarged)."""
-    scale = min(1.0, max_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _source_rows(out_size: int, in_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

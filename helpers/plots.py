@@ -1,5 +1,9 @@
-"""Figures of the report. Each function takes data and returns a matplotlib Figure;
-:func:`save_fig` writes it to ``figures/<name>.png`` at a fixed dpi."""
+"""Drawing: the report's figures, and class colours drawn onto pictures.
+
+Each figure function takes data and returns a matplotlib Figure; :func:`save_fig` writes it to
+``figures/<name>.png`` at a fixed dpi. :func:`overlay` (figures: void pixels left as they are),
+:func:`blend_colors` and :func:`draw_legend` (the prediction overlays of the command line and
+the web app) draw with the palette of :func:`helpers.labels.colorize`."""
 
 from __future__ import annotations
 
@@ -49,6 +53,49 @@ def overlay(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: floa
     keep = np.asarray(mask) >= classes.num_classes
     blended[keep] = image[keep]
     return blended.clip(0, 255).astype(np.uint8)
+
+
+def blend_colors(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: float = 0.5):
+    """Return ``image`` (H, W, 3) blended with the class colours of ``mask`` (H, W), RGB uint8."""
+    import cv2
+
+    return cv2.addWeighted(image, 1 - alpha, colorize(mask, classes), alpha, 0)
+
+
+def draw_legend(picture: np.ndarray, classes: ClassInfo, shares, min_share: float = 0.001) -> None:
+    """Draw, in place, a legend of the classes covering at least ``min_share`` of the picture.
+
+    Entries are sorted by share: a colour swatch, the class name and its percentage, on a
+    darkened panel in the top-left corner; the text scales with the picture.
+    """
+    import cv2
+
+    entries = [(share, name, color) for share, name, color in
+               zip(shares, classes.names, classes.colors, strict=True) if share >= min_share]
+    entries.sort(reverse=True)
+    if not entries:
+        return
+    height, width = picture.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.35, min(height, width) / 1400)
+    thickness = max(1, round(scale * 1.6))
+    labels = [f"{name} {100 * share:.1f}%" for share, name, _ in entries]
+    (text_width, text_height), baseline = max(
+        (cv2.getTextSize(label, font, scale, thickness) for label in labels), key=lambda s: s[0][0])
+    line = int(text_height * 1.9)
+    margin = max(4, line // 3)
+    swatch = text_height + baseline
+    panel_width = min(width, margin * 3 + swatch + text_width)
+    panel_height = min(height, margin * 2 + line * len(entries))
+    panel = picture[:panel_height, :panel_width]
+    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken so text reads
+    for row, ((_, _, color), label) in enumerate(zip(entries, labels, strict=True)):
+        top = margin + row * line + (line - swatch) // 2
+        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch),
+                      tuple(int(c) for c in color), thickness=-1)
+        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch), (255, 255, 255), 1)
+        cv2.putText(picture, label, (margin * 2 + swatch, top + text_height), font, scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 def show_samples(images, masks, classes: ClassInfo, titles: Sequence[str] | None = None):

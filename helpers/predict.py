@@ -47,9 +47,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import io
 import json
-import math
 import sys
 import threading
 import time
@@ -59,14 +57,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .imageio import IMAGE_SUFFIXES, to_rgb_array
+from .imageio import (
+    IMAGE_SUFFIXES,
+    decode_photo,
+    encode_jpeg,
+    encode_png,
+    resize_image,
+    working_size,
+)
 from .inference import (
     predict_tiled,
     resize_labels_nearest,
     upsample_labels,
-    working_size,
 )
 from .labels import ClassInfo
 from .runtime import RUNTIMES
@@ -82,11 +85,6 @@ DEFAULT_OVERLAY_MAX_SIDE = 1600
 # Larger images are refused before decoding (a decompression bomb decodes to gigabytes).
 # 60 MP admits every phone camera's photos and stays under PIL's own bomb warning (89 MP).
 DEFAULT_MAX_PIXELS = 60_000_000
-EXIF_ORIENTATION = 0x0112
-
-
-class ImageTooLarge(ValueError):
-    """An image with more pixels than the configured limit (refused before decoding)."""
 
 
 @dataclass
@@ -123,6 +121,8 @@ class Prediction:
         ``max_side`` None or 0 means the full mask size. ``legend`` draws the classes present
         with their shares in the top-left corner.
         """
+        from .plots import blend_colors, draw_legend
+
         size = (self.height, self.width)
         if max_side:
             size = working_size(self.height, self.width, max_side)
@@ -141,143 +141,6 @@ class Prediction:
             "inference_ms": round(self.inference_ms, 1), "total_ms": round(self.total_ms, 1),
             "shares": {k: round(v, 5) for k, v in self.share_by_class().items()},
         }
-
-
-# --------------------------------------------------------------------------- pictures
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Return an RGB uint8 image resized to (height, width).
-
-    Area averaging when shrinking by more than 1.5x (no aliasing), bilinear otherwise (several
-    times faster, and aliasing-free for mild factors).
-    """
-    import cv2
-
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = height * 1.5 <= image.shape[0] and width * 1.5 <= image.shape[1]
-    return cv2.resize(image, (width, height),
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def blend_colors(image: np.ndarray, mask: np.ndarray, classes: ClassInfo, alpha: float = 0.5):
-    """Return ``image`` (H, W, 3) blended with the class colours of ``mask`` (H, W), RGB uint8."""
-    import cv2
-
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: classes.num_classes] = np.array(classes.colors, dtype=np.uint8)
-    return cv2.addWeighted(image, 1 - alpha, palette[mask], alpha, 0)
-
-
-def draw_legend(picture: np.ndarray, classes: ClassInfo, shares, min_share: float = 0.001) -> None:
-    """Draw, in place, a legend of the classes covering at least ``min_share`` of the picture.
-
-    Entries are sorted by share: a colour swatch, the class name and its percentage, on a
-    darkened panel in the top-left corner; the text scales with the picture.
-    """
-    import cv2
-
-    entries = [(share, name, color) for share, name, color in
-               zip(shares, classes.names, classes.colors, strict=True) if share >= min_share]
-    entries.sort(reverse=True)
-    if not entries:
-        return
-    height, width = picture.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = max(0.35, min(height, width) / 1400)
-    thickness = max(1, round(scale * 1.6))
-    labels = [f"{name} {100 * share:.1f}%" for share, name, _ in entries]
-    (text_width, text_height), baseline = max(
-        (cv2.getTextSize(label, font, scale, thickness) for label in labels), key=lambda s: s[0][0])
-    line = int(text_height * 1.9)
-    margin = max(4, line // 3)
-    swatch = text_height + baseline
-    panel_width = min(width, margin * 3 + swatch + text_width)
-    panel_height = min(height, margin * 2 + line * len(entries))
-    panel = picture[:panel_height, :panel_width]
-    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken so text reads
-    for row, ((_, _, color), label) in enumerate(zip(entries, labels, strict=True)):
-        top = margin + row * line + (line - swatch) // 2
-        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch),
-                      tuple(int(c) for c in color), thickness=-1)
-        cv2.rectangle(picture, (margin, top), (margin + swatch, top + swatch), (255, 255, 255), 1)
-        cv2.putText(picture, label, (margin * 2 + swatch, top + text_height), font, scale,
-                    (255, 255, 255), thickness, cv2.LINE_AA)
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """Return PNG bytes of a uint8 array: (H, W) one channel, or (H, W, 3) RGB."""
-    import cv2
-
-    if array.ndim == 3:
-        array = array[..., ::-1]  # OpenCV writes BGR
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(array), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return data.tobytes()
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 88) -> bytes:
-    """Return JPEG bytes of an RGB uint8 image (H, W, 3)."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
-
-
-# --------------------------------------------------------------------------- reading photos
-
-
-def read_photo(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = None):
-    """Return ``(image, full_size)``: the photo as RGB uint8 and its (height, width) after EXIF.
-
-    ``source`` is a path, bytes or a file object. With ``max_side`` the image may come back
-    smaller than ``full_size`` (long side at least ``max_side`` when the photo is that large):
-    JPEGs decode directly at 1/2, 1/4 or 1/8 scale (PIL draft mode, several times faster),
-    other formats are decoded and shrunk. Grayscale, palette, RGBA, CMYK and 16-bit images are
-    converted. Raises :class:`ImageTooLarge` over ``max_pixels`` (checked from the header,
-    before decoding) and ``ValueError`` for anything that is not a readable image.
-    """
-    if isinstance(source, bytes | bytearray | memoryview):
-        if len(source) == 0:
-            raise ValueError("the file is empty (0 bytes)")
-        source = io.BytesIO(source)
-    try:
-        image = Image.open(source)
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(str(error)) from error
-    except UnidentifiedImageError as error:
-        raise ValueError("not an image file (unknown format)") from error
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "damaged"
-        raise ValueError(f"not an image file that can be read ({error})") from error
-    with image:
-        stored_width, stored_height = image.size
-        if max_pixels is not None and stored_width * stored_height > max_pixels:
-            raise ImageTooLarge(
-                f"image is {stored_width}x{stored_height} pixels, more than the limit of "
-                f"{max_pixels:,} pixels")
-        try:
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
-        except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
-            orientation = 1
-        full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
-                     else (stored_height, stored_width))
-        if max_side and max(stored_width, stored_height) > max_side and image.format == "JPEG":
-            scale = max_side / max(stored_width, stored_height)
-            image.draft(None, (math.ceil(stored_width * scale), math.ceil(stored_height * scale)))
-        try:
-            image.load()
-            array = to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
-        except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
-            raise ValueError(f"the image data cannot be decoded ({error})") from error
-    if max_side and max(array.shape[:2]) > 2 * max_side:
-        array = resize_image(array, working_size(*array.shape[:2], max_side))
-    return array, full_size
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -407,7 +270,7 @@ class Predictor:
         tile = self.tile if tile is None else tile
         needed = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
         decode_side = max(needed, overlay_max_side) if overlay_max_side else None
-        image, full_size = read_photo(source, max_pixels, decode_side)
+        image, full_size = decode_photo(source, max_pixels, decode_side)
         decoded = time.perf_counter()
         prediction = self.predict(image, full_size, crf=crf, tile=tile, max_side=max_side)
         prediction.timings = {"decode": 1000 * (decoded - start), **prediction.timings}

@@ -11,27 +11,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from helpers import crf
-from helpers.data import read_image
+from helpers.imageio import ImageTooLarge, decode_photo, read_image, resize_image, working_size
 from helpers.inference import (
     predict_logits,
     predict_tiled,
     resize_labels_nearest,
     tile_positions,
     upsample_labels,
-    working_size,
 )
-from helpers.predict import (
-    ImageTooLarge,
-    Predictor,
-    collect_photos,
-    main,
-    output_stems,
-    read_photo,
-    resize_image,
-)
+from helpers.predict import Predictor, collect_photos, main, output_stems
 
 SMALL_CAMPUS = ("UNH_DL_55.jpg", "UNH_DL_64.jpg")  # 1814x2419, the smallest photos
 
@@ -130,9 +121,9 @@ def jpeg_bytes(width, height, orientation=1, mode="RGB"):
 
 
 @pytest.mark.parametrize("orientation, expected", [(1, (1500, 2000)), (6, (2000, 1500)), (8, (2000, 1500))])
-def test_read_photo_draft_decodes_small_but_reports_full_oriented_size(orientation, expected):
+def test_decode_photo_draft_decodes_small_but_reports_full_oriented_size(orientation, expected):
     data = jpeg_bytes(2000, 1500, orientation)
-    image, full_size = read_photo(data, max_side=400)
+    image, full_size = decode_photo(data, max_side=400)
     assert full_size == expected
     assert 400 <= max(image.shape[:2]) < 1000  # a 1/2 or 1/4 scale decode, not full size
     assert (image.shape[0] > image.shape[1]) == (expected[0] > expected[1])
@@ -141,8 +132,8 @@ def test_read_photo_draft_decodes_small_but_reports_full_oriented_size(orientati
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "L"])
-def test_read_photo_draft_converts_cmyk_and_grayscale_jpegs(mode):
-    image, full_size = read_photo(jpeg_bytes(2000, 1500, mode=mode), max_side=400)
+def test_decode_photo_draft_converts_cmyk_and_grayscale_jpegs(mode):
+    image, full_size = decode_photo(jpeg_bytes(2000, 1500, mode=mode), max_side=400)
     assert full_size == (1500, 2000)
     assert image.dtype == np.uint8 and image.shape[2] == 3 and 400 <= image.shape[1] < 1000
     reference = read_image(jpeg_bytes(2000, 1500, mode=mode))
@@ -150,15 +141,27 @@ def test_read_photo_draft_converts_cmyk_and_grayscale_jpegs(mode):
     assert np.abs(small.astype(int) - image.astype(int)).mean() < 8  # the same picture
 
 
-def test_read_photo_refuses_bad_input():
+def test_decode_photo_refuses_bad_input():
     with pytest.raises(ValueError, match="empty"):
-        read_photo(b"")
+        decode_photo(b"")
     with pytest.raises(ValueError, match="not an image"):
-        read_photo(b"this is not an image")
+        decode_photo(b"this is not an image")
     with pytest.raises(ValueError, match="cannot be decoded"):
-        read_photo(jpeg_bytes(400, 300)[:3000])
+        decode_photo(jpeg_bytes(400, 300)[:3000])
     with pytest.raises(ImageTooLarge, match="limit"):
-        read_photo(jpeg_bytes(400, 300), max_pixels=100_000)
+        decode_photo(jpeg_bytes(400, 300), max_pixels=100_000)
+    with pytest.raises(ImageTooLarge, match="limit"):  # the one decoder: the same guard
+        read_image(jpeg_bytes(400, 300), max_pixels=100_000)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_read_image_is_a_full_decode_of_decode_photo(orientation):
+    data = jpeg_bytes(300, 200, orientation)
+    image, full_size = decode_photo(data)
+    np.testing.assert_array_equal(read_image(data), image)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    np.testing.assert_array_equal(image, np.asarray(upright))
+    assert image.shape[:2] == full_size
 
 
 def test_predictor_resize_mode_equals_full_resolution_pipeline(predictor, camvid_dir):

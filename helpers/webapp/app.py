@@ -36,18 +36,10 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from ..inference import working_size
+from ..imageio import ImageTooLarge, encode_jpeg, encode_png, resize_image, working_size
+from ..inference import resize_labels_nearest
 from ..labels import colorize
-from ..predict import (
-    DEFAULT_MAX_PIXELS,
-    ImageTooLarge,
-    Prediction,
-    Predictor,
-    encode_jpeg,
-    encode_png,
-    resize_image,
-    resize_labels_nearest,
-)
+from ..predict import DEFAULT_MAX_PIXELS, Prediction, Predictor
 
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 12 MP JPEG is 3-8 MB, a 12 MP PNG up to ~25 MB
 DISPLAY_MAX_SIDE = 1024  # pictures in the page; the API's mask is always full size
