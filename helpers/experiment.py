@@ -3,7 +3,7 @@
 Train (or reuse) the run, score it on the test split, then look: metrics tables, predictions
 next to the ground truth, predictions on the campus photos. Each function is one step a
 notebook cell shows; training and scoring themselves are :func:`helpers.train.ensure_trained`
-and :func:`helpers.report.ensure_result`.
+and :func:`ensure_result`, which writes the model's entry with :mod:`helpers.report`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,38 @@ from pathlib import Path
 
 from .config import Config
 from .labels import ClassInfo
+from .report import model_result, read_results, write_result
 
 METRIC_ROWS = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy",
                "mean_class_accuracy": "mean class accuracy", "dice": "Dice (macro)"}
 
 
+def ensure_result(config, progress: bool = True) -> dict:
+    """Return a model's results entry, training and evaluating it on test first if needed.
+
+    The entry (``results/<model>.json``) is reused while it belongs to the current best
+    checkpoint of the configuration's run; otherwise the model is (re)scored, with and without
+    flip TTA, and the entry rewritten.
+    """
+    from .evaluate import evaluate_checkpoint
+    from .train import ensure_trained
+
+    best = ensure_trained(config, progress=progress)
+    stamp = best.stat().st_mtime_ns
+    existing = read_results().get(config.model)
+    if existing and existing.get("checkpoint_mtime_ns") == stamp:
+        return existing
+    test = evaluate_checkpoint(best, "test", progress=progress)
+    test_tta = evaluate_checkpoint(best, "test", tta_flip=True, progress=progress)
+    data = model_result(best, test, test_tta) | {"checkpoint_mtime_ns": stamp}
+    write_result(config.model, data, config.profile)
+    return read_results()[config.model]
+
+
 def metrics_table(result: dict):
     """Return a DataFrame of the test metrics without and with flip TTA.
 
-    ``result`` is a model's result from :func:`helpers.report.ensure_result`.
+    ``result`` is a model's result from :func:`ensure_result`.
     """
     import pandas as pd
 

@@ -103,28 +103,6 @@ def model_result(checkpoint, test: dict, test_tta: dict | None = None) -> dict:
     return data
 
 
-def ensure_result(config, progress: bool = True) -> dict:
-    """Return a model's results entry, training and evaluating it on test first if needed.
-
-    The entry (``results/<model>.json``) is reused while it belongs to the current best
-    checkpoint of the configuration's run; otherwise the model is (re)scored, with and without
-    flip TTA, and the entry rewritten.
-    """
-    from .evaluate import evaluate_checkpoint
-    from .train import ensure_trained
-
-    best = ensure_trained(config, progress=progress)
-    stamp = best.stat().st_mtime_ns
-    existing = read_results().get(config.model)
-    if existing and existing.get("checkpoint_mtime_ns") == stamp:
-        return existing
-    test = evaluate_checkpoint(best, "test", progress=progress)
-    test_tta = evaluate_checkpoint(best, "test", tta_flip=True, progress=progress)
-    data = model_result(best, test, test_tta) | {"checkpoint_mtime_ns": stamp}
-    write_result(config.model, data, config.profile)
-    return read_results()[config.model]
-
-
 def checkpoint_of(result: dict) -> Path:
     """Return the checkpoint path a results entry was computed from."""
     path = Path(result["checkpoint"])
