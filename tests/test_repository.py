@@ -1,6 +1,8 @@
 """The repository's own promises: clean notebooks, one dependency set, the README's commands."""
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -42,3 +44,30 @@ def test_readme_shows_the_two_commands_first_and_ci_runs_the_test_command():
     first_block = readme.split("```")[1]
     assert "make report" in first_block and "make test" in first_block
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_package_imports_point_down_the_documented_order():
+    """Each module imports (at the top or inside a function) only modules listed before it in
+    the package docstring, except ``train``'s call of ``budget``; and only notebooks, tests and
+    users import the ``data`` command line's re-exports."""
+    docstring = ast.get_docstring(ast.parse((ROOT / "helpers" / "__init__.py").read_text()))
+    order = re.findall(r"``(\w+)``", docstring.split("what each owns):", 1)[1])
+    modules = {p.stem: [p] for p in (ROOT / "helpers").glob("*.py") if p.stem != "__init__"}
+    modules["webapp"] = sorted((ROOT / "helpers" / "webapp").glob("*.py"))
+    assert sorted(modules) == sorted(order), "the package docstring must list every module once"
+    upward = set()
+    for name, files in modules.items():
+        for path in files:
+            relative = ast.parse(path.read_text())
+            for node in ast.walk(relative):
+                if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                    continue
+                if name == "webapp" and node.level == 1:
+                    continue  # within the webapp package
+                targets = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                for target in (t for t in targets if t in modules):  # not the package's own names
+                    assert not (target == "data" and name != "data"), f"{path.name} imports data"
+                    if order.index(target) >= order.index(name):
+                        upward.add((name, target))
+    assert upward == {("train", "budget")}, upward
+
