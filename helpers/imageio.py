@@ -1,4 +1,8 @@
-"""Reading photos and masks from disk.
+"""Photos and masks in and out: the one photo decoder, mask reading, long-side scaling, encoding.
+
+:func:`decode_photo` decodes every photo the project reads (the datasets through
+:func:`read_image`, prediction and the web app directly): a size guard before decoding,
+EXIF orientation, and reduced-scale JPEG decoding when a smaller picture is enough.
 
 Photos keep their EXIF orientation; a mask may follow either the photo as displayed (oriented)
 or its pixels as stored (raw: what MATLAB's ``imread`` and so Image Labeler see).
