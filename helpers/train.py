@@ -364,12 +364,14 @@ def fit(
     return TrainResult(out_dir, best_path, last_path, history, stopper.best_epoch + 1, stopped_early)
 
 
-def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True,
+                   datasets: dict | None = None, device: str | torch.device | None = None) -> Path:
     """Return the best checkpoint of the run a configuration names, training it first if needed.
 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
-    notebook works on its own and re-running one does not train twice.
+    notebook works on its own and re-running one does not train twice. ``datasets`` and
+    ``device`` go to :func:`fit`.
     """
     out_dir = Path(out_dir) if out_dir else run_dir(config)
     saved = out_dir / "config.json"
@@ -379,7 +381,8 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     if not same and out_dir.exists():
         for name in ("last.pt", "best.pt", "done.json", "history.csv", "history.json"):
             (out_dir / name).unlink(missing_ok=True)
-    return fit(config, out_dir, resume=same, progress=progress).best_checkpoint
+    return fit(config, out_dir, resume=same, device=device, datasets=datasets,
+               progress=progress).best_checkpoint
 
 
 def read_history(checkpoint_or_dir: str | Path) -> list[dict]:
