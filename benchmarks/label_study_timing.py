@@ -14,6 +14,7 @@ Writes ``results/benchmark_label_study_timing[_DEVICE]_PROFILE.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -39,7 +40,9 @@ def main() -> None:
     seed_everything(0)
     device = pick_device(args.device)
     plan = STUDY_PROFILES[args.profile]
-    figures = {"profile": args.profile, "device": str(device), "models": {}}
+    # On a shared machine the load says how far the figures are from an idle machine's.
+    figures = {"profile": args.profile, "device": str(device), "models": {},
+               "load_average_before": os.getloadavg()[0]}
     prepared = {}
     for model_name in MODELS:
         config = study_config(args.profile, model_name, size=plan.sizes[-1], seed=0)
@@ -76,8 +79,10 @@ def main() -> None:
             entry["step_seconds"] += step / args.repeats
             entry["eval_seconds_per_image"] += per_image / args.repeats
 
+    figures["load_average_after"] = os.getloadavg()[0]
     hardware = report.hardware()["summary"]
-    print(f"label-efficiency study, {args.profile} profile, {device} ({hardware})")
+    print(f"label-efficiency study, {args.profile} profile, {device} ({hardware}), 1-minute load "
+          f"average {figures['load_average_before']:.1f} before, {figures['load_average_after']:.1f} after")
     total = 0.0
     runs = len(plan.sizes) * len(plan.seeds)
     for model_name, entry in figures["models"].items():

@@ -270,7 +270,7 @@ def grouped_bars(panels: dict[str, dict[str, dict[str, float]]], fmt: str = "{:.
         ax.set_xticks(x, list(groups), fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
@@ -311,9 +311,9 @@ def label_efficiency(curves: dict[str, dict], marker: int | None = None, title: 
             ax.scatter([size] * len(values), values, s=10, color=line.get_color(), alpha=0.6)
     if marker is not None:
         ax.axvline(marker, color="0.4", linestyle="--", linewidth=1)
-        ax.annotate(f"original study: {marker} training photos", (marker, 0.02),
+        ax.annotate(f"original study: {marker} training photos", (marker, 0.97),
                     xycoords=("data", "axes fraction"), rotation=90, fontsize=8, color="0.3",
-                    ha="right", va="bottom")
+                    ha="right", va="top")
     ax.set_xscale("log")
     sizes = sorted({s for c in curves.values() for s in c["sizes"]} | ({marker} if marker else set()))
     ax.set_xticks(sizes, [str(s) for s in sizes])
@@ -322,6 +322,6 @@ def label_efficiency(curves: dict[str, dict], marker: int | None = None, title: 
     ax.set_ylabel("test mIoU")
     ax.set_title(title or "Label efficiency: test mIoU against labelled images (mean ± 1 std)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

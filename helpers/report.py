@@ -236,14 +236,36 @@ def crf_table(results: dict[str, dict]) -> str:
             "chosen on the validation split._")
 
 
+def label_efficiency_table(results: dict[str, dict]) -> str:
+    """Return the label-efficiency study's Markdown tables (one per profile) and its answer."""
+    from .study import answer_sentence, curves_table, equivalent_labels, label_curves
+
+    runs = (results.get("label_efficiency") or {}).get("runs") or []
+    if not runs:
+        return ("_Not measured yet: `make study` (quick profile, about an hour on 2 CPU cores) or "
+                "`benchmarks/gpu_label_study.sh` (full profile, one GPU)._")
+    parts = []
+    for profile in sorted({r["profile"] for r in runs}):
+        chosen = [r for r in runs if r["profile"] == profile]
+        hardware = ", ".join(sorted({r["hardware"] for r in chosen}))
+        commits = ", ".join(sorted({str(r["git_commit"]) for r in chosen}))
+        parts.append(f"Profile `{profile}` (test mIoU, mean ± std over seeds, seeds in brackets):\n\n"
+                     f"{curves_table(chosen)}\n\n_{hardware}; commit {commits}._")
+        curves = label_curves(chosen)
+        if len(curves) == 2 and all(len(c["sizes"]) > 1 for c in curves.values()):
+            smallest = min(curves["unet-effnet-lite0"]["sizes"])
+            parts.append(answer_sentence(equivalent_labels(curves, smallest)))
+    return "\n\n".join(parts)
+
+
 BLOCKS = {"results-table": results_table, "flaws-table": flaws_table, "crf-table": crf_table,
-          "benchmarks": benchmarks_table}
+          "benchmarks": benchmarks_table, "label-efficiency-table": label_efficiency_table}
 
 
 def update_readme(readme: str | Path | None = None, results_folder: str | Path | None = None) -> bool:
     """Rewrite every generated block of the README (between ``<!-- NAME:start/end -->``).
 
-    Returns whether the file changed. Blocks: results-table, flaws-table, benchmarks.
+    Returns whether the file changed. Blocks: the keys of :data:`BLOCKS`.
     """
     readme = Path(readme) if readme else project_path("README.md")
     text = original = readme.read_text()
