@@ -172,3 +172,16 @@ def test_label_efficiency_figure_has_a_log_axis_and_the_study_marker(tmp_path):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and 104 in ax.get_xticks()
     assert len(ax.collections) >= 2  # one ±1 std band per model
+
+
+def test_readme_block_shows_each_profile_and_the_answer():
+    from helpers import report
+
+    runs = [r | {"hardware": "2 CPU cores (AMD EPYC)", "git_commit": "abc1234"}
+            for r in _runs({"unet-effnet-lite0": {10: [0.39, 0.40, 0.41], 100: [0.5, 0.5, 0.5]},
+                            "mini-unet": {10: [0.19, 0.20, 0.21], 100: [0.59, 0.60, 0.61]}})]
+    block = report.label_efficiency_table({"label_efficiency": {"runs": runs}})
+    assert "Profile `quick`" in block and "2 CPU cores (AMD EPYC); commit abc1234" in block
+    assert "| from scratch (mini U-Net) | 0.200 ± 0.010 (3) | 0.600 ± 0.010 (3) |" in block
+    assert "With 10 labelled photos" in block and "needs about 32" in block
+    assert "Not measured yet" in report.label_efficiency_table({})
