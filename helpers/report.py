@@ -238,7 +238,14 @@ def crf_table(results: dict[str, dict]) -> str:
 
 def label_efficiency_table(results: dict[str, dict]) -> str:
     """Return the label-efficiency study's Markdown tables (one per profile) and its answer."""
-    from .study import answer_sentence, curves_table, equivalent_labels, label_curves
+    from .study import (
+        STUDY_PROFILES,
+        answer_sentence,
+        curves_table,
+        equivalent_labels,
+        label_curves,
+        planned_runs,
+    )
 
     runs = (results.get("label_efficiency") or {}).get("runs") or []
     if not runs:
@@ -249,8 +256,11 @@ def label_efficiency_table(results: dict[str, dict]) -> str:
         chosen = [r for r in runs if r["profile"] == profile]
         hardware = ", ".join(sorted({r["hardware"] for r in chosen}))
         commits = ", ".join(sorted({str(r["git_commit"]) for r in chosen}))
+        planned = len(planned_runs(STUDY_PROFILES[profile])) if profile in STUDY_PROFILES else len(chosen)
+        progress = ("" if len(chosen) >= planned else
+                    f" {len(chosen)} of the {planned} planned runs so far; `make study` continues the rest.")
         parts.append(f"Profile `{profile}` (test mIoU, mean ± std over seeds, seeds in brackets):\n\n"
-                     f"{curves_table(chosen)}\n\n_{hardware}; commit {commits}._")
+                     f"{curves_table(chosen)}\n\n_{hardware}; commit {commits}.{progress}_")
         curves = label_curves(chosen)
         if len(curves) == 2 and all(len(c["sizes"]) > 1 for c in curves.values()):
             smallest = min(curves["unet-effnet-lite0"]["sizes"])

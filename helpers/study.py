@@ -498,6 +498,7 @@ def equivalent_labels(curves: dict[str, dict], size: int, pretrained: str = MODE
     lower = [m - d for m, d in zip(s["mean"], s["std"], strict=True)]
     return {
         "size": size,
+        "seeds": min(p["seeds"] + s["seeds"]),
         "target": target,
         "target_std": spread,
         "needed": images_needed(s["sizes"], s["mean"], target),
@@ -512,13 +513,16 @@ def answer_sentence(result: dict) -> str:
     def amount(value):
         return f"more than {result['largest']}" if value is None else f"{value:.0f}"
 
+    if result.get("seeds", 2) < 2:
+        spread, band = "", "one seed per point so far, so no uncertainty yet"
+    else:
+        spread = f" ± {result['target_std']:.3f}"
+        band = f"range from the ±1 std bands: {amount(result['low'])} to {amount(result['high'])}"
     head = (f"With {result['size']} labelled photos the pretrained model reaches a test mIoU of "
-            f"{result['target']:.3f} ± {result['target_std']:.3f}")
+            f"{result['target']:.3f}{spread}")
     if result["needed"] is None:
-        return (f"{head}; the scratch model does not reach it with all {result['largest']} "
-                f"(range from the ±1 std bands: {amount(result['low'])} to {amount(result['high'])}).")
-    return (f"{head}, which the scratch model needs about {result['needed']:.0f} for "
-            f"(range from the ±1 std bands: {amount(result['low'])} to {amount(result['high'])}).")
+        return f"{head}; the scratch model does not reach it with all {result['largest']} ({band})."
+    return f"{head}, which the scratch model needs about {result['needed']:.0f} for ({band})."
 
 
 def curves_table(runs: Sequence[dict]) -> str:

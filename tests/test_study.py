@@ -184,4 +184,7 @@ def test_readme_block_shows_each_profile_and_the_answer():
     assert "Profile `quick`" in block and "2 CPU cores (AMD EPYC); commit abc1234" in block
     assert "| from scratch (mini U-Net) | 0.200 ± 0.010 (3) | 0.600 ± 0.010 (3) |" in block
     assert "With 10 labelled photos" in block and "needs about 32" in block
+    assert "12 of the 24 planned runs so far" in block
     assert "Not measured yet" in report.label_efficiency_table({})
+    one_seed = report.label_efficiency_table({"label_efficiency": {"runs": [r for r in runs if r["seed"] == 0]}})
+    assert "no uncertainty yet" in one_seed and "±1 std bands" not in one_seed
