@@ -515,6 +515,9 @@ def answer_sentence(result: dict) -> str:
 
     if result.get("seeds", 2) < 2:
         spread, band = "", "one seed per point so far, so no uncertainty yet"
+    elif result["low"] is None:
+        spread = f" ± {result['target_std']:.3f}"
+        band = "its upper ±1 std band stays below the pretrained model's lower band at every size"
     else:
         spread = f" ± {result['target_std']:.3f}"
         band = f"range from the ±1 std bands: {amount(result['low'])} to {amount(result['high'])}"

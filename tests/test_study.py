@@ -153,8 +153,9 @@ def test_the_answer_is_computed_from_the_curves():
     assert answer["needed"] == pytest.approx(math.sqrt(10 * 100))  # 0.4 is halfway from 0.2 to 0.6
     assert answer["low"] < answer["needed"] < answer["high"]
     assert "the scratch model needs about 32" in study.answer_sentence(answer)
-    never = study.equivalent_labels(curves, 100) | {"target": 0.7, "needed": None}
+    never = study.equivalent_labels(curves, 100) | {"target": 0.7, "needed": None, "low": None}
     assert "does not reach it with all 100" in study.answer_sentence(never)
+    assert "upper ±1 std band stays below" in study.answer_sentence(never)
     per_class = study.per_class_at(runs, 10)
     assert per_class["mini-unet"]["pole"] == pytest.approx(0.095)  # a missing IoU is left out
     assert "0.400 ± 0.010 (3)" in study.curves_table(runs)
