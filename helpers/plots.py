@@ -315,7 +315,7 @@ def label_efficiency(curves: dict[str, dict], marker: int | None = None, title: 
                     xycoords=("data", "axes fraction"), rotation=90, fontsize=8, color="0.3",
                     ha="right", va="top")
     ax.set_xscale("log")
-    sizes = sorted({s for c in curves.values() for s in c["sizes"]} | ({marker} if marker else set()))
+    sizes = sorted({s for c in curves.values() for s in c["sizes"]})  # the marker is labelled on its line
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
     ax.set_xlabel("labelled training images (log scale)")
