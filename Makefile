@@ -7,16 +7,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# The label-efficiency study (notebook 08) trains 24 runs: its own target, not part of the report.
+STUDY_NOTEBOOK := notebooks/08_label_efficiency.ipynb
+# Notebook 09 (your own data) is a tutorial that makes no report figure: make test runs it.
+TUTORIAL_NOTEBOOKS := notebooks/09_your_own_data.ipynb
+REPORT_NOTEBOOKS := $(filter-out $(STUDY_NOTEBOOK) $(TUTORIAL_NOTEBOOKS),$(NOTEBOOKS))
 
 # CamVid: $CAMVID_DIR if set, else the shared read-only copy beside the repository when present,
 # else data/CamVid (downloaded on first use).
 CAMVID_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/camvid/CamVid)))
 export CAMVID_DIR
 
-.PHONY: help setup report test lint serve benchmarks
+.PHONY: help setup report study test lint serve benchmarks
 
 help:
 	@echo "make report   run notebooks 01-07 ($(PROFILE) profile): figures/, results/, README table"
+	@echo "make study    the label-efficiency study and notebook 08 ($(PROFILE) profile; quick: about 1 h)"
 	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
 	@echo "make serve    start the web app on the latest report checkpoint"
 	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load (prints figures)"
@@ -33,12 +39,20 @@ setup: $(STAMP)
 
 report: $(STAMP)
 	mkdir -p build/notebooks
-	@for nb in $(NOTEBOOKS); do \
+	@for nb in $(REPORT_NOTEBOOKS); do \
 		echo "== $$nb ($(PROFILE) profile)"; \
 		SEG_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
 			--ExecutePreprocessor.timeout=-1 --output-dir build/notebooks "$$nb" || exit 1; \
 	done
 	$(BIN)/python benchmarks/screenshot_webapp.py || echo "no browser: figures/webapp.png not refreshed"
+	$(BIN)/python -m helpers.report
+
+# Resumable: an interrupted study continues where it stopped (runs/study/PROFILE/).
+study: $(STAMP)
+	mkdir -p build/notebooks
+	SEG_PROFILE=$(PROFILE) $(BIN)/python -m helpers.study labels
+	SEG_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
+		--ExecutePreprocessor.timeout=-1 --output-dir build/notebooks $(STUDY_NOTEBOOK)
 	$(BIN)/python -m helpers.report
 
 lint: $(STAMP)

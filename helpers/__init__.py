@@ -2,13 +2,13 @@
 
 Modules, from the bottom up (each imports only modules before it, except that
 ``train.ensure_trained`` calls ``budget``, which times ``train``'s step; the README's
-"Architecture" section says what each owns): ``config``, ``metrics``, ``labels``,
-``imageio``, ``machine``, ``precision``, ``distributed``, ``inference``, ``pretrained``,
+"Architecture" section says what each owns): ``config``, ``metrics``, ``labels``, ``imageio``,
+``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
 ``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
-``budget``, ``predict``, ``webapp``, ``report``, ``experiment``. Imports stay light here so
-that ``import helpers`` is instant; each module imports its heavy libraries itself.
+``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``. Imports stay light
+here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
 """
 
 from __future__ import annotations

@@ -77,6 +77,8 @@ class Config:
     train_minutes: float | None = None
     # Set by helpers.budget when it sized the epochs: the measurement and the decision.
     time_budget: dict | None = None
+    # Set by helpers.study for a run of the label-efficiency study: its subset and schedule.
+    label_study: dict | None = None
     # Evaluate with horizontal-flip test-time augmentation.
     tta_flip: bool = False
     # Train on "train", or on "train+val" (the final-fit protocol of many CamVid papers: no

@@ -317,7 +317,7 @@ def grouped_bars(panels: dict[str, dict[str, dict[str, float]]], fmt: str = "{:.
         ax.set_xticks(x, list(groups), fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
@@ -338,4 +338,37 @@ def overlay_columns(images, columns: dict[str, Sequence[np.ndarray]], classes: C
     fig.legend(handles=legend_handles(classes), loc="lower center", ncol=6, fontsize=7,
                frameon=False)
     fig.tight_layout(rect=(0, 0.5 / (cell_width * aspect * rows + 0.6), 1, 1))
+    return fig
+
+
+def label_efficiency(curves: dict[str, dict], marker: int | None = None, title: str = ""):
+    """Return test mIoU against the number of labelled images (log axis), one line per model.
+
+    ``curves`` maps a label to ``{"sizes", "mean", "std", "values"}`` (values: one list of
+    per-seed scores per size, drawn as dots); the band is ±1 std. ``marker`` draws a vertical
+    line at that many images (the original study's training set).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, curve in curves.items():
+        sizes = np.asarray(curve["sizes"], dtype=np.float64)
+        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+        (line,) = ax.plot(sizes, mean, marker="o", label=label)
+        ax.fill_between(sizes, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        for size, values in zip(sizes, curve.get("values", []), strict=False):
+            ax.scatter([size] * len(values), values, s=10, color=line.get_color(), alpha=0.6)
+    if marker is not None:
+        ax.axvline(marker, color="0.4", linestyle="--", linewidth=1)
+        ax.annotate(f"original study: {marker} training photos", (marker, 0.97),
+                    xycoords=("data", "axes fraction"), rotation=90, fontsize=8, color="0.3",
+                    ha="right", va="top")
+    ax.set_xscale("log")
+    sizes = sorted({s for c in curves.values() for s in c["sizes"]})  # the marker is labelled on its line
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training images (log scale)")
+    ax.set_ylabel("test mIoU")
+    ax.set_title(title or "Label efficiency: test mIoU against labelled images (mean ± 1 std)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
     return fig

@@ -11,47 +11,13 @@ Command line::
 from __future__ import annotations
 
 import json
-import math
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import output_dir, project_path
-
-
-def hardware() -> dict:
-    """Return a description of the machine: CPU model, bf16 capability and cores, GPU if any,
-    torch threads."""
-    import os
-
-    import torch
-
-    from .precision import cpu_info
-
-    # The model name from /proc/cpuinfo; it says so where SEG_NATIVE_BF16=0 hides the bf16 flags.
-    cpu = cpu_info().model
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    native_bf16 = cpu_info().native_bf16
-    info = {"cpu": cpu, "cpu_native_bf16": native_bf16, "cpu_bf16_flags": cpu_info().bf16_flags,
-            "cores": cores, "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    bf16 = "native bf16" if native_bf16 else "no native bf16"
-    info["summary"] = f"{info['gpu']}" if info["gpu"] else f"{cores} CPU cores ({cpu}, {bf16})"
-    return info
-
-
-def git_commit() -> str | None:
-    """Return the current git commit (with ``-dirty`` when files changed), or None."""
-    try:
-        root = project_path()
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from .provenance import clean_json as _clean
+from .provenance import git_commit, hardware
 
 
 def write_result(name: str, data: dict, profile: str) -> Path:
@@ -113,17 +79,6 @@ def read_results(folder: str | Path | None = None) -> dict[str, dict]:
     """Return every ``results/*.json`` by name (``build/smoke/results`` in the smoke profile)."""
     folder = Path(folder) if folder else output_dir("results")
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-
-
-def _clean(value):
-    """Replace NaN/inf (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _fmt(value, digits=3) -> str:
@@ -240,14 +195,47 @@ def full_profile_table(results: dict[str, dict]) -> str:
     return "\n".join(rows) + f"\n\n_Profile `full`, commit {full['git_commit']}. {full.get('note', '')}_"
 
 
-BLOCKS = {"results-table": results_table, "full-profile-table": full_profile_table, "flaws-table": flaws_table, "crf-table": crf_table,
-          "benchmarks": benchmarks_table}
+def label_efficiency_table(results: dict[str, dict]) -> str:
+    """Return the label-efficiency study's Markdown tables (one per profile) and its answer."""
+    from .study import (
+        STUDY_PROFILES,
+        answer_sentence,
+        curves_table,
+        equivalent_labels,
+        label_curves,
+        planned_runs,
+    )
+
+    runs = (results.get("label_efficiency") or {}).get("runs") or []
+    if not runs:
+        return ("_Not measured yet: `make study` (quick profile, about an hour on 2 CPU cores) or "
+                "`benchmarks/gpu_label_study.sh` (full profile, one GPU)._")
+    parts = []
+    for profile in sorted({r["profile"] for r in runs}):
+        chosen = [r for r in runs if r["profile"] == profile]
+        hardware = ", ".join(sorted({r["hardware"] for r in chosen}))
+        commits = ", ".join(sorted({str(r["git_commit"]) for r in chosen}))
+        planned = len(planned_runs(STUDY_PROFILES[profile])) if profile in STUDY_PROFILES else len(chosen)
+        progress = ("" if len(chosen) >= planned else
+                    f" {len(chosen)} of the {planned} planned runs so far; `make study` continues the rest.")
+        parts.append(f"Profile `{profile}` (test mIoU, mean ± std over seeds, seeds in brackets):\n\n"
+                     f"{curves_table(chosen)}\n\n_{hardware}; commit {commits}.{progress}_")
+        curves = label_curves(chosen)
+        if len(curves) == 2 and all(len(c["sizes"]) > 1 for c in curves.values()):
+            smallest = min(curves["unet-effnet-lite0"]["sizes"])
+            parts.append(answer_sentence(equivalent_labels(curves, smallest)))
+    return "\n\n".join(parts)
+
+
+BLOCKS = {"results-table": results_table, "full-profile-table": full_profile_table,
+          "flaws-table": flaws_table, "crf-table": crf_table, "benchmarks": benchmarks_table,
+          "label-efficiency-table": label_efficiency_table}
 
 
 def update_readme(readme: str | Path | None = None, results_folder: str | Path | None = None) -> bool:
     """Rewrite every generated block of the README (between ``<!-- NAME:start/end -->``).
 
-    Returns whether the file changed. Blocks: results-table, flaws-table, benchmarks.
+    Returns whether the file changed. Blocks: the keys of :data:`BLOCKS`.
     """
     readme = Path(readme) if readme else project_path("README.md")
     text = original = readme.read_text()

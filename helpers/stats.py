@@ -11,6 +11,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Iterable
@@ -75,7 +76,9 @@ def training_stats(config, image_paths: list[Path], progress: bool = False) -> d
     if config.max_train_images is None:
         path = project_path("data", "splits", f"{name}_train_stats.json")
     else:
-        path = project_path("build", "stats", f"{name}_{len(image_paths)}_train_stats.json")
+        # Subsets of one size differ by their images: the file names' digest names the cache.
+        digest = hashlib.sha1("\n".join(sorted(Path(p).name for p in image_paths)).encode()).hexdigest()[:12]
+        path = project_path("build", "stats", f"{name}_{len(image_paths)}_{digest}_train_stats.json")
     return cached_stats(image_paths, path, progress=progress)
 
 

@@ -702,14 +702,15 @@ def run_folder(config: Config) -> Path:
     return folder
 
 
-def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: bool = True,
+                   datasets: dict | None = None, device: str | torch.device | None = None) -> Path:
     """Return the best checkpoint of the run a configuration names, training it first if needed.
 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
     notebook works on its own and re-running one does not train twice. On a CPU without native
     bf16 a configuration with ``train_minutes`` first gets its epochs sized to that budget
-    (:func:`helpers.budget.sized_to_budget`).
+    (:func:`helpers.budget.sized_to_budget`). ``datasets`` and ``device`` go to :func:`fit`.
 
     A run is never removed: when the default folder holds a run of another configuration
     (trained by hand, or before the profile's recipe changed), this one goes beside it, to
@@ -729,7 +730,8 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     same = saved is not None and run_identity(saved) == run_identity(config)
     if same and (out_dir / "done.json").is_file() and (out_dir / "best.pt").is_file():
         return out_dir / "best.pt"
-    return fit(config, out_dir, resume=same, progress=progress).best_checkpoint
+    return fit(config, out_dir, resume=same, device=device, datasets=datasets,
+               progress=progress).best_checkpoint
 
 
 def read_history(checkpoint_or_dir: str | Path) -> list[dict]:
