@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -23,18 +22,9 @@ from helpers.checkpoint import load_model
 from helpers.data import build_datasets
 from helpers.evaluate import evaluate
 from helpers.inference import amp_dtype, pick_device, prepare_model
+from helpers.provenance import hardware
 
 SETTINGS = {"plain": (False, (1.0,)), "flip": (True, (1.0,)), "multiscale_flip": (True, (0.75, 1.0, 1.25))}
-
-
-def hardware(device: torch.device) -> str:
-    """Return the GPU's name, else the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def score(checkpoint: Path, device: torch.device, progress: bool = False,
@@ -46,7 +36,7 @@ def score(checkpoint: Path, device: torch.device, progress: bool = False,
     datasets = build_datasets(config)
     dtype = amp_dtype(device, config.amp, model.name)
     row = {"checkpoint": str(checkpoint), "model": config.model, "seed": config.seed,
-           "config": config.to_dict(), "epoch": info.get("epoch"), "hardware": hardware(device)}
+           "config": config.to_dict(), "epoch": info.get("epoch"), "hardware": hardware()["summary"]}
     for name in settings:
         flip, scales = SETTINGS[name]
         result = evaluate(model, datasets["test"], 4, dtype, tta_flip=flip, scales=scales,

@@ -151,6 +151,20 @@ def training_curves(histories: dict[str, Sequence[dict]], keys=("loss", "miou", 
     return fig
 
 
+def one_cycle_schedule(rates: Sequence[float], armed_from: int, patience: int):
+    """Return a figure of a one-cycle schedule's learning rate after each epoch, shading the
+    epochs (from ``armed_from``, 0-based) that may count against early stopping's patience."""
+    fig, ax = plt.subplots(figsize=(7, 2.5))
+    epochs = len(rates)
+    ax.plot(range(1, epochs + 1), rates, marker="o", label="learning rate at the end of the epoch")
+    ax.axvspan(armed_from + 0.5, epochs + 0.5, alpha=0.2, color="tab:green",
+               label=f"epochs that count against the patience ({patience})")
+    ax.set(xlabel="epoch", ylabel="learning rate", title=f"One-cycle schedule, {epochs} epochs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def iou_bars(ious: dict[str, Sequence[float]], class_names: Sequence[str], title: str = ""):
     """Return grouped bars of per-class IoU for one or more models (``ious`` maps label → IoUs)."""
     fig, ax = plt.subplots(figsize=(10, 3.8))
