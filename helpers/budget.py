@@ -72,7 +72,7 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
     """
     from .datasets import SegmentationDataset
     from .models import build_model
-    from .train import build_optimizer, train_one_epoch
+    from .train import build_optimizer, freeze_stages, train_one_epoch
 
     full = datasets["train"]
     train_set = SegmentationDataset(full.pairs[: batches * config.batch_size], full.classes,
@@ -84,6 +84,7 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
                         decoder_channels=config.decoder_channels).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    freeze_stages(model, config.frozen_stages)
     optimizer = build_optimizer(model, config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
@@ -116,7 +117,7 @@ def _cache_key(config: Config, precision: Precision) -> dict:
            "config": {k: getattr(config, k) for k in ("model", "width", "crop_size", "batch_size",
                                                       "channels_last", "track_test_each_epoch",
                                                       "max_train_images", "max_val_images",
-                                                      "max_test_images", "dataset")},
+                                                      "max_test_images", "dataset", "frozen_stages")},
            "decoder_channels": config.decoder_channels,
            "output_stride": config.output_stride}
     return json.loads(json.dumps(key))

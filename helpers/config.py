@@ -101,6 +101,10 @@ class Config:
     # the first freeze_encoder_epochs epochs.
     init_from: str | None = None
     freeze_encoder_epochs: int = 0
+    # Keep the ImageNet weights of the pretrained encoder's first stages (the stem with the
+    # first): 2 = every layer at 1/2 and 1/4 resolution, whose backward pass then never runs
+    # (helpers.train.freeze_stages). 0 = fine-tune the whole encoder.
+    frozen_stages: int = 0
     # Log loss, mIoU and learning rate per epoch for TensorBoard (OUT/tensorboard/).
     tensorboard: bool = False
 
@@ -216,7 +220,7 @@ TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 10.5, "mini-unet": 5.5,
                            "deeplabv3plus-effnet-lite0": 5.0}}
 
 # The from-scratch network's recipe in the study: heavier weight decay, 30 epochs.
-SCRATCH_OVERRIDES = {"weight_decay": 5e-4}
+SCRATCH_OVERRIDES = {"weight_decay": 5e-4, "frozen_stages": 0}
 SCRATCH_EPOCHS = {"smoke": 2, "quick": 8, "full": 30}
 
 

@@ -432,6 +432,49 @@ def freeze_encoder(model: torch.nn.Module, frozen: bool) -> None:
             parameter.requires_grad_(not frozen)
 
 
+def encoder_stages(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
+    """Return a pretrained encoder's layers grouped by stage, the stem with the first.
+
+    Stage k outputs features at 1/2^k of the input size (k = 1..5), as the U-Net's skip
+    connections take them: for EfficientNet-Lite0 the stem and first block (1/2), then the
+    blocks down to 1/4, 1/8, 1/16 and 1/32.
+    """
+    encoder = model.net.encoder if hasattr(model.net, "encoder") else None
+    if encoder is not None and hasattr(getattr(encoder, "model", None), "feature_info"):
+        timm_model = encoder.model  # timm, through smp's "tu-" encoders
+        layers = [(name, module) for name, module in timm_model.named_children() if name != "blocks"]
+        layers += [(f"blocks.{i}", stage) for i, stage in enumerate(timm_model.blocks)]
+        ends = timm_model.feature_info.module_name()
+    elif encoder is not None and hasattr(encoder, "features"):  # MobileNetV2 (torchvision's)
+        layers = [(str(i), module) for i, module in enumerate(encoder.features)]
+        ends = ["1", "3", "6", "13", str(len(encoder.features) - 1)]
+    else:
+        raise ValueError(f"{model.name} has no pretrained encoder whose stages could be frozen")
+    stages, current = [], []
+    for name, module in layers:
+        current.append(module)
+        if name in ends:
+            stages.append(current)
+            current = []
+    return stages
+
+
+def freeze_stages(model: torch.nn.Module, stages: int) -> None:
+    """Keep the pretrained weights of the encoder's first ``stages`` stages (1/2, 1/4, ...).
+
+    Their weights and BatchNorm scales stay as ImageNet left them, so backpropagation stops
+    before them: with 2 (the layers at 1/2 and 1/4 resolution, Detectron2's default
+    ``FREEZE_AT=2``) a training step of the Lite0 U-Net skips the costliest part of its
+    backward pass. Their BatchNorm layers still normalise with each batch's statistics.
+    """
+    if stages <= 0:
+        return
+    for stage in encoder_stages(model)[:stages]:
+        for module in stage:
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+
+
 def with_tensorboard(config: Config, out_dir: Path, callback: Callable[[dict], None] | None):
     """Return ``callback`` extended to log each epoch's losses, mIoU and learning rate to
     ``out_dir/tensorboard`` when ``config.tensorboard`` is set (``tensorboard --logdir runs``)."""
@@ -565,6 +608,7 @@ def fit(
         set_rng_state(training["rng"])
         if progress:
             print(f"resuming {out_dir} at epoch {start_epoch + 1}")
+    freeze_stages(model, config.frozen_stages)  # before DDP, which skips frozen parameters
     if processes.is_distributed and config.sync_batchnorm:
         model = distributed.convert_sync_batchnorm(model, device)  # the same parameters
     trained_model = model  # what is saved and evaluated: never the DDP wrapper
@@ -612,6 +656,7 @@ def fit(
             break
         started = time.perf_counter()
         freeze_encoder(trained_model, epoch < config.freeze_encoder_epochs)
+        freeze_stages(trained_model, config.frozen_stages)
         generator = _seed_epoch(config, epoch, train_set, rank)
         if batches is not None:
             # The same order in every process (each takes its share), as in one process.

@@ -167,3 +167,58 @@ def test_train_command_rejects_an_unknown_field(camvid_dir, tmp_path, capsys):
     assert train.main(["--profile", "smoke", "--out", str(tmp_path), "--set", "crops=64"]) == 2
     assert "crop_size" in capsys.readouterr().err  # the message lists the known fields
     assert not (tmp_path / "best.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["unet-effnet-lite0", "unet-mobilenet_v2"])
+def test_encoder_stages_end_at_each_skip_resolution(name):
+    from helpers.models import build_model
+
+    model = build_model(name, 11, pretrained=False)
+    sizes = []
+    for stage in train.encoder_stages(model):
+        stage[-1].register_forward_hook(lambda module, args, out: sizes.append(out.shape[-2:]))
+    model(torch.rand(1, 3, 64, 96))
+    assert sizes == [(64 // 2**k, 96 // 2**k) for k in range(1, 6)]
+
+
+def _frozen_names(model, stages):
+    frozen = {id(p) for stage in train.encoder_stages(model)[:stages] for module in stage
+              for p in module.parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in frozen}
+
+
+def test_frozen_stages_get_no_gradient():
+    from helpers.models import build_model
+
+    model = build_model("unet-effnet-lite0", 11, pretrained=False)
+    train.freeze_stages(model, 2)
+    logits = model(torch.rand(2, 3, 64, 64))
+    torch.nn.functional.cross_entropy(logits, torch.zeros(2, 64, 64, dtype=torch.long)).backward()
+    frozen = _frozen_names(model, 2)
+    assert {"net.encoder.model.conv_stem.weight", "net.encoder.model.blocks.1.1.conv_pwl.weight"} <= frozen
+    assert not any(".blocks.2." in name for name in frozen)
+    for name, parameter in model.named_parameters():
+        assert (parameter.grad is None) == (name in frozen), name
+
+
+def test_a_run_with_frozen_stages_keeps_their_imagenet_weights(camvid_dir, tmp_path):
+    from helpers.models import build_model
+
+    config = load_config("smoke", "unet-effnet-lite0", frozen_stages=2)
+    result = train.fit(config, tmp_path, progress=False)
+    trained = checkpoint.read_checkpoint(result.last_checkpoint)["state_dict"]
+    model = build_model(config.model, 11)  # the ImageNet weights the run started from
+    initial = model.state_dict()
+    frozen = _frozen_names(model, 2)
+    for name in frozen:
+        assert torch.equal(trained[name], initial[name]), name
+    for name in ("net.encoder.model.blocks.2.0.conv_pw.weight", "net.decoder.blocks.0.conv1.0.weight"):
+        assert not torch.equal(trained[name], initial[name]), name
+
+
+def test_a_network_trained_from_scratch_has_no_stages_to_freeze():
+    from helpers.models import build_model
+
+    with pytest.raises(ValueError, match="no pretrained encoder"):
+        train.freeze_stages(build_model("mini-unet", 11, width=8), 1)
+    assert load_config("quick", "mini-unet").frozen_stages == 0
