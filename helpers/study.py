@@ -271,12 +271,19 @@ def _optimizer_steps(last_checkpoint: Path) -> int:
 
 
 def finished_entry(config: Config, folder: Path) -> dict | None:
-    """Return a run's results entry when it finished with this configuration, else None."""
+    """Return a run's results entry when it finished with this configuration, else None.
+
+    Compared as run identities: a field added to :class:`Config` after the run, at its
+    default, leaves the run finished.
+    """
+    from .train import run_identity
+
     marker = folder / "score.json"
     if not marker.is_file():
         return None
     saved = json.loads(marker.read_text())
-    return saved["entry"] if saved.get("config") == config.to_dict() else None
+    same = isinstance(saved.get("config"), dict) and run_identity(saved["config"]) == run_identity(config)
+    return saved["entry"] if same else None
 
 
 def _write_atomic(path: Path, data) -> None:

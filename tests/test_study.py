@@ -98,6 +98,22 @@ def test_a_finished_study_trains_nothing_again(smoke_study, monkeypatch):
     assert json.loads(results.read_text()) == json.loads(before)
 
 
+def test_a_run_finished_before_a_config_field_existed_stays_finished(smoke_study):
+    runs_root, _, _ = smoke_study
+    marker = next(runs_root.rglob("score.json"))
+    saved = json.loads(marker.read_text())
+    config = study.study_config("smoke", saved["entry"]["model"], saved["entry"]["size"],
+                                saved["entry"]["seed"], SMOKE)
+    assert study.finished_entry(config, marker.parent) == saved["entry"]
+    older = {k: v for k, v in saved["config"].items() if k != "frozen_stages"}  # a newer field
+    marker.write_text(json.dumps({**saved, "config": older}))
+    try:
+        assert study.finished_entry(config, marker.parent) == saved["entry"]
+        assert study.finished_entry(config.replace(seed=config.seed + 1), marker.parent) is None
+    finally:
+        marker.write_text(json.dumps(saved))
+
+
 @pytest.mark.slow
 def test_an_interrupted_study_continues_where_it_stopped(camvid_dir, tmp_path, monkeypatch):
     plan = SMOKE.replace(sizes=(4,))
