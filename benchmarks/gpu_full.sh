@@ -7,7 +7,7 @@
 #   on the one GPU with augmentation on the GPU (augment_on_device), then every best.pt scored
 #   on the test split (plain, flip, multi-scale + flip; benchmarks/score_checkpoints.py).
 # levers: one-seed variants of the transfer recipe (no random rescale; smp's default decoder;
-#   a final fit on train+val), scored the same way.
+#   a final fit on train+val; the EfficientNet-Lite1 and Lite2 encoders), scored the same way.
 # timing: one run alone for 4 epochs, its epoch time against the training step alone
 #   (benchmarks/train_throughput.py): is the input pipeline keeping up?
 # Writes under OUT_DIR: runs/NAME/{best.pt,history.json,done.json,config.json}, logs/NAME.log,
@@ -46,7 +46,9 @@ case "$MODE" in
   levers)
     train unet-effnet-lite0-no-rescale unet-effnet-lite0 --set seed=42 --set scale_limit=0 &
     train unet-effnet-lite0-smp-decoder unet-effnet-lite0 --set seed=42 --decoder-channels 256,128,64,32,16 &
-    train unet-effnet-lite0-trainval unet-effnet-lite0 --set seed=42 --set fit_on=train+val & ;;
+    train unet-effnet-lite0-trainval unet-effnet-lite0 --set seed=42 --set fit_on=train+val &
+    train unet-effnet-lite1-seed42 unet-effnet-lite1 --set seed=42 &
+    train unet-effnet-lite2-seed42 unet-effnet-lite2 --set seed=42 & ;;
   timing)
     OMP_NUM_THREADS=4 $PYTHON -m helpers.train --profile "$PROFILE" --model unet-effnet-lite0 \
       --device "$DEVICE" --out "$OUT/solo" --epochs 4 --set track_test_each_epoch=0 \

@@ -35,8 +35,8 @@ class Config:
     model: str = "unet-effnet-lite0"
     # Base width of the mini U-Net (64 = the classic 64..1024, 32 = a lighter 32..512).
     width: int = 32
-    # U-Net decoder widths, deepest first; None = the model's default (the Lite0 U-Net's light
-    # 128, 64, 32, 16, 16; smp's is 256, 128, 64, 32, 16).
+    # U-Net decoder widths, deepest first; None = the model's default (the EfficientNet-Lite
+    # U-Nets' light 128, 64, 32, 16, 16; smp's is 256, 128, 64, 32, 16).
     decoder_channels: tuple[int, ...] | None = None
     # DeepLabV3+ output stride: 16 (atrous rates 6, 12, 18) or 8 (12, 24, 36).
     output_stride: int = 16

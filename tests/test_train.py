@@ -125,10 +125,10 @@ def test_depthwise_convolutions_run_in_float32_under_cpu_bf16_autocast():
 
 
 def test_checkpoint_records_the_decoder_widths(smoke_run, tmp_path):
-    from helpers.models import LITE0_DECODER_CHANNELS, SMP_DECODER_CHANNELS, build_model
+    from helpers.models import LITE_DECODER_CHANNELS, SMP_DECODER_CHANNELS, build_model
 
     payload = checkpoint.read_checkpoint(smoke_run.best_checkpoint)
-    assert tuple(payload["model"]["decoder_channels"]) == LITE0_DECODER_CHANNELS
+    assert tuple(payload["model"]["decoder_channels"]) == LITE_DECODER_CHANNELS
     # A checkpoint without the field holds smp's default decoder, and loads as such.
     old = build_model("unet-effnet-lite0", 11, pretrained=False, decoder_channels=SMP_DECODER_CHANNELS)
     payload["model"].pop("decoder_channels")
@@ -169,7 +169,7 @@ def test_train_command_rejects_an_unknown_field(camvid_dir, tmp_path, capsys):
     assert not (tmp_path / "best.pt").exists()
 
 
-@pytest.mark.parametrize("name", ["unet-effnet-lite0", "unet-mobilenet_v2"])
+@pytest.mark.parametrize("name", ["unet-effnet-lite0", "unet-effnet-lite2", "unet-mobilenet_v2"])
 def test_encoder_stages_end_at_each_skip_resolution(name):
     from helpers.models import build_model
 
