@@ -5,18 +5,23 @@ sized on a CPU with native bf16, where the whole report takes about 30 minutes o
 Without native bf16 the networks train in float32 (:mod:`helpers.precision`), which made a
 quick epoch of the transfer U-Net 1.2x to 1.9x longer on the same CPU
 (``benchmarks/train_throughput.py --precisions auto,off``, three runs), and older CPUs are slower
-still. There a configuration with ``train_minutes`` set trains fewer epochs: as many as its
-measured epoch time lets fit in that many minutes. :func:`helpers.train.ensure_trained` (what
-the notebooks and ``make report`` call) applies it; ``python -m helpers.train`` trains the
-epochs it is given. The epoch time is measured once per machine (a few training
-and evaluation batches, seconds) and cached beside the runtime timings
-(:func:`helpers.runtime.cache_dir`); a corrupt or stale cache is measured again.
+still. There a configuration with ``train_minutes`` set adapts, in two steps:
 
-CPUs with native bf16 keep the profile's epochs untouched, whatever a measurement on a busy
-machine would say, so their runs stay reproducible; ``SEG_TIME_BUDGET=off`` keeps them everywhere
-(more accuracy, a longer report). The adapted configuration records what
-was measured (``Config.time_budget``) and is printed with the run, saved in its checkpoints
-and in the results.
+1. the profile's float32 recipe (:data:`helpers.config.FLOAT32_RECIPE`): the pretrained
+   networks train on smaller crops with their first two encoder stages frozen, a cheaper step;
+2. as many epochs as the measured epoch time of that recipe lets fit in ``train_minutes``.
+
+:func:`helpers.train.ensure_trained` (what the notebooks and ``make report`` call) applies it;
+``python -m helpers.train`` trains what it is given. The epoch time is measured once per
+machine (a few training and evaluation batches, seconds) and cached beside the runtime
+timings (:func:`helpers.runtime.cache_dir`); a corrupt or stale cache is measured again.
+``benchmarks/report_budget.py`` prints the plan for this CPU and for slower ones.
+
+CPUs with native bf16 keep the profile's recipe and epochs untouched, whatever a measurement
+on a busy machine would say, so their runs stay reproducible; ``SEG_TIME_BUDGET=off`` keeps
+them everywhere (more accuracy, a longer report). The adapted configuration records what was
+measured and changed (``Config.time_budget``) and is printed with the run, saved in its
+checkpoints and in the results.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from datetime import UTC, datetime
 
 import torch
 
-from .config import Config
+from .config import FLOAT32_RECIPE, Config
 from .inference import pick_device, predict_logits
 from .precision import Precision, choose_precision, cpu_info
 from .runtime import cache_dir, read_cache, write_cache
@@ -125,16 +130,20 @@ def _cache_key(config: Config, precision: Precision) -> dict:
 
 def sized_to_budget(config: Config, device: str | torch.device | None = None,
                     datasets: dict | None = None, progress: bool = True) -> Config:
-    """Return ``config``, with fewer epochs where its training would overrun ``train_minutes``.
+    """Return ``config`` adapted to ``train_minutes`` on a CPU training in float32.
 
-    Unchanged where :func:`needs_budget` says no, or where all the epochs fit. Otherwise the
-    epochs are ``floor(train_minutes / measured minutes per epoch)`` (at least 1) and
-    ``time_budget`` records the measurement; the decision is printed.
+    Unchanged where :func:`needs_budget` says no or ``config`` was sized already. Otherwise the profile's float32 recipe
+    (:data:`helpers.config.FLOAT32_RECIPE`: smaller crops, frozen first encoder stages) applies,
+    and the epochs are ``floor(train_minutes / measured minutes per epoch)`` (at least 1, at
+    most the profile's); ``time_budget`` records the measurement and the changes, and the
+    decision is printed.
     """
     device = pick_device(device)
     precision = choose_precision(device, config.amp, config.model)
-    if not needs_budget(config, device, precision):
-        return config
+    if config.time_budget is not None or not needs_budget(config, device, precision):
+        return config  # already sized, or nothing to size
+    recipe = FLOAT32_RECIPE.get(config.profile, {}).get(config.model, {})
+    profile_config, config = config, config.replace(**recipe)
     from .datasets import build_datasets
 
     datasets = datasets or build_datasets(config)
@@ -143,9 +152,9 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
     key_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     entries = read_cache(path, CACHE_FORMAT)
     entry = entries.get(key_id)
+    timings = ("seconds_per_epoch", "seconds_per_train_batch", "seconds_per_eval_batch")
     if not (isinstance(entry, dict) and entry.get("key") == key
-            and isinstance(entry.get("seconds_per_epoch"), int | float)
-            and entry["seconds_per_epoch"] > 0):
+            and all(isinstance(entry.get(k), int | float) and entry[k] > 0 for k in timings)):
         if progress:
             print(f"measuring one {config.profile} epoch of {config.model} on this CPU "
                   f"({precision}; once, cached in {path})", flush=True)
@@ -153,17 +162,36 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
                  "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
         entries[key_id] = entry
         write_cache(path, entries, CACHE_FORMAT)
-    epoch_s = entry["seconds_per_epoch"]
-    epochs = max(1, min(config.epochs, math.floor(60 * config.train_minutes / epoch_s)))
-    if epochs == config.epochs:
-        return config
+    plan = epoch_plan(config, datasets)
+    fitting = [e for e in range(1, config.epochs + 1)
+               if planned_seconds(config, e, entry, plan) <= 60 * config.train_minutes]
+    epochs = max(fitting, default=1)
+    if epochs == config.epochs and not recipe:
+        return profile_config
+    changes = {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+    minutes = planned_seconds(config, epochs, entry, plan) / 60
     record = {"train_minutes": config.train_minutes, "profile_epochs": config.epochs,
-              "seconds_per_epoch": round(epoch_s), "precision": str(precision),
-              "cpu": cpu_info().describe()}
+              "seconds_per_epoch": round(entry["seconds_per_epoch"]),
+              "planned_minutes": round(minutes, 1), "precision": str(precision),
+              "cpu": cpu_info().describe(), "recipe": changes}
     if progress:
-        print(f"time budget: {config.epochs} epochs of {config.model} would take "
-              f"{config.epochs * epoch_s / 60:.1f} min on this CPU ({epoch_s:.0f} s each; "
-              f"{precision}); training {epochs} epochs to fit the {config.profile} profile's "
-              f"{config.train_minutes:g} min (fewer epochs, lower accuracy; SEG_TIME_BUDGET=off "
-              "keeps them all)", flush=True)
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
+        print(f"time budget ({precision}): {config.model} with {shown or 'the profile recipe'}; "
+              f"{epochs} of the profile's {config.epochs} epochs, about {minutes:.1f} min on this "
+              f"CPU, fit the {config.profile} profile's {config.train_minutes:g} min "
+              f"({entry['seconds_per_epoch']:.0f} s per validated epoch; SEG_TIME_BUDGET=off keeps "
+              "the profile's recipe and every epoch)", flush=True)
     return config.replace(epochs=epochs, time_budget=record)
+
+
+def planned_seconds(config: Config, epochs: int, timing: dict, plan: tuple[int, int, int]) -> float:
+    """Return the seconds ``epochs`` epochs of ``config`` take: every training batch, plus the
+    evaluation batches of the epochs it validates (with ``validate_annealed_only``, only those
+    from the annealed one on), at the measured ``timing``; ``plan`` is :func:`epoch_plan`'s."""
+    from .train import annealed_epoch
+
+    train_batches, eval_batches, _ = plan
+    first = (annealed_epoch(epochs, train_batches, config.early_stop_lr_fraction)
+             if config.validate_annealed_only else 0)
+    return (epochs * train_batches * timing["seconds_per_train_batch"]
+            + (epochs - first) * eval_batches * timing["seconds_per_eval_batch"])

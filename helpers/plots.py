@@ -7,6 +7,7 @@ the web app) draw with the palette of :func:`helpers.labels.colorize`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def training_curves(histories: dict[str, Sequence[dict]], keys=("loss", "miou", 
     """Return loss / mIoU / accuracy curves per epoch, train dashed and validation solid.
 
     ``histories`` maps a run label to its per-epoch rows (as written by ``helpers.train``).
+    Epochs without validation (``Config.validate_annealed_only``) leave the validation curve
+    blank, marked by its points.
     """
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for (label, rows), color in zip(histories.items(), plt.cm.tab10.colors, strict=False):
@@ -143,7 +146,9 @@ def training_curves(histories: dict[str, Sequence[dict]], keys=("loss", "miou", 
         for ax, key in zip(axes[0], keys, strict=True):
             ax.plot(epochs, [r[f"train_{key}"] for r in rows], "--", color=color, alpha=0.7,
                     label=f"{label} train")
-            ax.plot(epochs, [r[f"val_{key}"] for r in rows], "-", color=color, label=f"{label} val")
+            val = [r.get(f"val_{key}", math.nan) for r in rows]
+            ax.plot(epochs, val, ".-" if any(math.isnan(v) for v in val) else "-", color=color,
+                    label=f"{label} val")
             ax.set_xlabel("epoch")
             ax.set_title(key.replace("_", " "))
     axes[0, 0].legend(fontsize=8)

@@ -593,6 +593,7 @@ def fit(
     stopper = EarlyStopping(config.patience if select_on_val else math.inf,
                             armed_from=annealed_epoch(config.epochs, batches_per_epoch,
                                                       config.early_stop_lr_fraction))
+    first_validated = stopper.armed_from if config.validate_annealed_only else 0
     if resume and last_path.is_file():
         state = read_checkpoint(last_path)
         model.load_state_dict(state["state_dict"])
@@ -676,8 +677,6 @@ def fit(
         # Without synchronised BatchNorm each process has its own running statistics: score
         # (everywhere) the model rank 0 saves.
         distributed.broadcast_buffers(trained_model)
-        val = evaluate(trained_model, val_set, config.batch_size, dtype, class_weights=weights,
-                       num_workers=workers, progress=progress, desc="validate", distributed=True)
         row = {
             "epoch": epoch + 1,
             "lr": scheduler.get_last_lr()[0],
@@ -685,21 +684,25 @@ def fit(
             "train_miou": train_stats["miou"],
             "train_pixel_accuracy": train_stats["pixel_accuracy"],
             "train_dice": train_stats["dice"],
-            "val_loss": val["loss"],
-            "val_miou": val["miou"],
-            "val_pixel_accuracy": val["pixel_accuracy"],
-            "val_dice": val["dice"],
         }
-        if test_set is not None:
-            test = evaluate(trained_model, test_set, config.batch_size, dtype, num_workers=workers,
-                            progress=progress, desc="test (report only)", distributed=True)
-            row["test_miou"] = test["miou"]
+        val = {}
+        if epoch >= first_validated or epoch == config.epochs - 1:
+            val = evaluate(trained_model, val_set, config.batch_size, dtype, class_weights=weights,
+                           num_workers=workers, progress=progress, desc="validate", distributed=True)
+            row.update({f"val_{k}": val[k] for k in ("loss", "miou", "pixel_accuracy", "dice")})
+            if test_set is not None:
+                test = evaluate(trained_model, test_set, config.batch_size, dtype,
+                                num_workers=workers, progress=progress, desc="test (report only)",
+                                distributed=True)
+                row["test_miou"] = test["miou"]
         row["seconds"] = time.perf_counter() - started
         row["train_seconds"] = trained - started
         row["world_size"] = world_size
         history.append(row)
 
-        if select_on_val:
+        if not val:  # not scored: no candidate for the best model
+            improved = False
+        elif select_on_val:
             improved = stopper.step(val["loss"], epoch)
         else:  # fitted on train+val, the validation split is training data: keep the last epoch
             improved, stopper.best_epoch = True, epoch
@@ -723,9 +726,11 @@ def fit(
                             precision=precision.to_dict())
             write_history(history, out_dir)
         if progress:
+            scored = (f"val loss {row['val_loss']:.3f} mIoU {row['val_miou']:.3f}"
+                      f"{' *' if improved else ''}" if val else
+                      f"validation from epoch {first_validated + 1}")
             print(f"{desc}: train loss {row['train_loss']:.3f} mIoU {row['train_miou']:.3f} | "
-                  f"val loss {row['val_loss']:.3f} mIoU {row['val_miou']:.3f}"
-                  f"{' *' if improved else ''} | {row['seconds']:.0f}s")
+                  f"{scored} | {row['seconds']:.0f}s")
         if epoch_callback is not None:
             epoch_callback(row)
     if writes:

@@ -29,8 +29,8 @@ def smoke(**changes):
 
 
 def test_the_quick_profile_carries_a_budget_per_model(monkeypatch):
-    assert load_config("quick", "unet-effnet-lite0").train_minutes == 10.5
-    assert load_config("quick", "mini-unet").train_minutes == 5.5
+    assert load_config("quick", "unet-effnet-lite0").train_minutes == 12.5
+    assert load_config("quick", "mini-unet").train_minutes == 4.0
     assert load_config("smoke", "unet-effnet-lite0").train_minutes is None
     assert parse_overrides(["train_minutes=7.5"]) == {"train_minutes": 7.5}
     monkeypatch.setenv("SEG_TIME_BUDGET", "off")
@@ -55,7 +55,7 @@ def test_float32_training_over_budget_gets_fewer_epochs(monkeypatch, cache, camv
     assert record["precision"] == "fp32: this CPU has no native bf16"
     assert "no native bf16" in record["cpu"]
     out = capsys.readouterr().out
-    assert "training 1 epochs to fit" in out and "measuring one smoke epoch" in out
+    assert "1 of the profile's 6 epochs" in out and "measuring one smoke epoch" in out
     (entry,) = json.loads(cache.read_text())["entries"].values()
     seconds = entry["seconds_per_epoch"]
     assert seconds > 0
@@ -100,3 +100,32 @@ def test_a_corrupt_or_stale_epoch_time_is_measured_again(monkeypatch, cache, cam
     assert len(calls) == 2
     budget.sized_to_budget(config.replace(crop_size=(64, 64)), "cpu", progress=False)  # another key
     assert len(calls) == 3
+
+
+def test_the_quick_profile_takes_cheaper_epochs_in_float32(monkeypatch, cache):
+    on_cpu(monkeypatch, INTEL_AVX512_NO_BF16)
+    timed = []
+
+    def measured(config, *args, **kwargs):
+        timed.append(config)
+        return {"seconds_per_epoch": 100 * 0.5 + 34 * 0.5, "seconds_per_train_batch": 0.5,
+                "seconds_per_eval_batch": 0.5}
+
+    monkeypatch.setattr(budget, "measure_epoch_seconds", measured)
+    monkeypatch.setattr(budget, "epoch_plan", lambda config, datasets: (100, 34, 131))
+    quick = load_config("quick", "unet-effnet-lite0")  # 16 epochs, 12.5 minutes
+    sized = budget.sized_to_budget(quick, "cpu", datasets={"timed": "by the stub"}, progress=False)
+    recipe = {"frozen_stages": 2, "validate_annealed_only": True}
+    assert all(getattr(timed[-1], k) == v for k, v in recipe.items())  # the epochs timed
+    assert sized.time_budget["recipe"] == recipe
+    assert sized.replace(time_budget=None, epochs=quick.epochs) == quick.replace(**recipe)
+    # 50 s of training per epoch, 17 s per validation, from the annealed epoch on: 13 epochs
+    # (validated from the 10th) take 650 + 4 x 17 s, 14 would take 700 + 4 x 17 s > 750 s.
+    assert sized.epochs == 13 and sized.time_budget["planned_minutes"] == round(718 / 60, 1)
+    assert budget.sized_to_budget(sized, "cpu", progress=False) is sized  # sized once only
+    scratch = load_config("quick", "mini-unet")  # 4 minutes, every epoch validated
+    sized = budget.sized_to_budget(scratch, "cpu", datasets={"timed": "by the stub"}, progress=False)
+    assert sized.frozen_stages == 0 and not sized.validate_annealed_only
+    assert sized.epochs == 3 and sized.time_budget["recipe"] == {}  # 3 x 67 s <= 240 s < 4 x 67
+    on_cpu(monkeypatch, AMD_WITH_BF16)  # bf16: the profile's recipe, untouched
+    assert budget.sized_to_budget(quick, "cpu", datasets={"timed": "by the stub"}) is quick

@@ -222,3 +222,24 @@ def test_a_network_trained_from_scratch_has_no_stages_to_freeze():
     with pytest.raises(ValueError, match="no pretrained encoder"):
         train.freeze_stages(build_model("mini-unet", 11, width=8), 1)
     assert load_config("quick", "mini-unet").frozen_stages == 0
+
+
+def test_a_run_validated_once_annealed_scores_and_keeps_only_those_epochs(camvid_dir, tmp_path):
+    from helpers import plots
+
+    config = load_config("smoke", "unet-effnet-lite0", epochs=5, validate_annealed_only=True)
+    result = train.fit(config, tmp_path, progress=False)
+    steps = len(build_datasets(config)["train"]) // config.batch_size
+    first = train.annealed_epoch(config.epochs, steps, config.early_stop_lr_fraction)
+    assert 0 < first < config.epochs - 1
+    validated = [row["epoch"] for row in result.history if "val_loss" in row]
+    assert validated == list(range(first + 1, config.epochs + 1))
+    assert all("test_miou" in row for row in result.history if "val_loss" in row)
+    assert all("test_miou" not in row for row in result.history if "val_loss" not in row)
+    best = checkpoint.read_checkpoint(result.best_checkpoint)
+    assert best["epoch"] == result.best_epoch >= first + 1 and "loss" in best["metrics"]["val"]
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + config.epochs and "val_loss" in rows[0]
+    fig = plots.training_curves({"run": result.history})
+    val_line = [line for line in fig.axes[0].lines if line.get_label() == "run val"][0]
+    assert np.isnan(val_line.get_ydata()[:first]).all() and not np.isnan(val_line.get_ydata()[first:]).any()

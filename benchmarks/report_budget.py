@@ -1,0 +1,84 @@
+"""The report's time budget without native bf16: the epochs each model gets, here and elsewhere.
+
+``make report`` trains three networks; on a CPU training in float32 (no native bf16 units)
+:mod:`helpers.budget` gives each its share of the 30 minutes (``Config.train_minutes``) and
+trains as many quick epochs as its measured epoch time allows. This script measures that
+epoch time in float32 on this CPU for each model (the same few batches the budget times, not
+cached), then prints the epochs the budget gives here and on CPUs a factor slower, e.g. a
+2-core Intel Xeon without native bf16 whose float32 step runs about 1.4x slower than the
+AMD EPYC's::
+
+    python benchmarks/report_budget.py [--slower 1.4,2] [--save]
+
+On a CPU with native bf16 the report trains in bf16 with the profile's epochs; forcing float32
+here (as ``SEG_NATIVE_BF16=0`` does) simulates one without. Writes
+``results/benchmark_report_budget.json`` with ``--save``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from helpers import report
+from helpers.budget import epoch_plan, measure_epoch_seconds
+from helpers.config import load_config
+from helpers.data import build_datasets
+from helpers.precision import choose_precision, cpu_info
+
+MODELS = ("unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slower", default="1.4", help="factors of slower CPUs, comma-separated")
+    parser.add_argument("--batches", type=int, default=3, help="training batches timed per model")
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args(argv)
+    factors = [1.0] + [float(f) for f in args.slower.split(",") if f]
+    device = torch.device("cpu")
+    cpu = cpu_info()
+    print(f"CPU {cpu.describe()}, {torch.get_num_threads()} threads; float32 forced (amp='off')")
+    rows = []
+    datasets = None
+    for model in MODELS:
+        config = load_config("quick", model, amp="off")
+        datasets = datasets or build_datasets(config)
+        precision = choose_precision(device, config.amp, config.model)
+        measured = measure_epoch_seconds(config, device, precision, datasets, args.batches)
+        train_batches, eval_batches, _ = epoch_plan(config, datasets)
+        plans = {}
+        for factor in factors:
+            epoch_s = factor * measured["seconds_per_epoch"]
+            epochs = max(1, min(config.epochs, math.floor(60 * config.train_minutes / epoch_s)))
+            plans[f"{factor:g}x"] = {"seconds_per_epoch": epoch_s, "epochs": epochs,
+                                     "train_minutes": epochs * epoch_s / 60}
+        rows.append({"model": model, "profile_epochs": config.epochs,
+                     "budget_minutes": config.train_minutes, "frozen_stages": config.frozen_stages,
+                     "train_batches": train_batches, "eval_batches": eval_batches,
+                     **{k: measured[k] for k in ("seconds_per_train_batch", "seconds_per_eval_batch")},
+                     "plans": plans})
+        print(f"{model}: {train_batches} x {measured['seconds_per_train_batch']:.3f} s + "
+              f"{eval_batches} x {measured['seconds_per_eval_batch']:.3f} s = "
+              f"{measured['seconds_per_epoch']:.0f} s per quick epoch; budget "
+              f"{config.train_minutes:g} min, profile {config.epochs} epochs")
+        for name, plan in plans.items():
+            print(f"    CPU {name} this one: {plan['seconds_per_epoch']:.0f} s per epoch -> "
+                  f"{plan['epochs']} epochs, {plan['train_minutes']:.1f} min")
+    totals = {name: sum(r["plans"][name]["train_minutes"] for r in rows) for name in rows[0]["plans"]}
+    for name, minutes in totals.items():
+        print(f"training in make report, CPU {name} this one: {minutes:.1f} min")
+    if args.save:
+        path = report.write_result("benchmark_report_budget", {
+            "cpu": cpu.describe(), "cpu_native_bf16": cpu.native_bf16, "precision": "fp32",
+            "models": rows, "training_minutes": totals,
+            "summary": {f"training min ({name})": minutes for name, minutes in totals.items()},
+        }, "quick")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
