@@ -2,11 +2,11 @@
 
 ``make report`` trains three networks; on a CPU training in float32 (no native bf16 units)
 :mod:`helpers.budget` gives each its share of the 30 minutes (``Config.train_minutes``) and
-trains as many quick epochs as its measured epoch time allows. This script measures that
-epoch time in float32 on this CPU for each model (the same few batches the budget times, not
-cached), then prints the epochs the budget gives here and on CPUs a factor slower, e.g. a
-2-core Intel Xeon without native bf16 whose float32 step runs about 1.4x slower than the
-AMD EPYC's::
+trains as many quick epochs of its float32 recipe as its measured batch times allow. This
+script measures those times in float32 on this CPU for each model (the same few batches the
+budget times, not cached), then prints the epochs the budget gives here and on CPUs a factor
+slower, e.g. a 2-core Intel Xeon without native bf16 whose float32 step runs about 1.4x slower
+than the AMD EPYC's::
 
     python benchmarks/report_budget.py [--slower 1.4,2] [--save]
 
@@ -18,13 +18,12 @@ here (as ``SEG_NATIVE_BF16=0`` does) simulates one without. Writes
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from helpers import report
-from helpers.budget import epoch_plan, measure_epoch_seconds
-from helpers.config import load_config
+from helpers.budget import epoch_plan, measure_epoch_seconds, planned_seconds
+from helpers.config import FLOAT32_RECIPE, load_config
 from helpers.data import build_datasets
 from helpers.precision import choose_precision, cpu_info
 
@@ -44,29 +43,36 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     datasets = None
     for model in MODELS:
-        config = load_config("quick", model, amp="off")
+        recipe = FLOAT32_RECIPE["quick"].get(model, {})
+        config = load_config("quick", model, amp="off", **recipe)
         datasets = datasets or build_datasets(config)
         precision = choose_precision(device, config.amp, config.model)
         measured = measure_epoch_seconds(config, device, precision, datasets, args.batches)
-        train_batches, eval_batches, _ = epoch_plan(config, datasets)
+        plan = epoch_plan(config, datasets)
         plans = {}
         for factor in factors:
-            epoch_s = factor * measured["seconds_per_epoch"]
-            epochs = max(1, min(config.epochs, math.floor(60 * config.train_minutes / epoch_s)))
-            plans[f"{factor:g}x"] = {"seconds_per_epoch": epoch_s, "epochs": epochs,
-                                     "train_minutes": epochs * epoch_s / 60}
+            timing = {k: factor * measured[k] for k in ("seconds_per_train_batch",
+                                                        "seconds_per_eval_batch")}
+            fitting = [e for e in range(1, config.epochs + 1)
+                       if planned_seconds(config, e, timing, plan) <= 60 * config.train_minutes]
+            epochs = max(fitting, default=1)
+            plans[f"{factor:g}x"] = {"seconds_per_validated_epoch": factor * measured["seconds_per_epoch"],
+                                     "epochs": epochs,
+                                     "train_minutes": planned_seconds(config, epochs, timing, plan) / 60}
         rows.append({"model": model, "profile_epochs": config.epochs,
-                     "budget_minutes": config.train_minutes, "frozen_stages": config.frozen_stages,
-                     "train_batches": train_batches, "eval_batches": eval_batches,
+                     "budget_minutes": config.train_minutes,
+                     "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+                     "train_batches": plan[0], "eval_batches": plan[1],
                      **{k: measured[k] for k in ("seconds_per_train_batch", "seconds_per_eval_batch")},
                      "plans": plans})
-        print(f"{model}: {train_batches} x {measured['seconds_per_train_batch']:.3f} s + "
-              f"{eval_batches} x {measured['seconds_per_eval_batch']:.3f} s = "
-              f"{measured['seconds_per_epoch']:.0f} s per quick epoch; budget "
+        print(f"{model} ({', '.join(f'{k}={v}' for k, v in recipe.items()) or 'profile recipe'}): "
+              f"{plan[0]} x {measured['seconds_per_train_batch']:.3f} s training + "
+              f"{plan[1]} x {measured['seconds_per_eval_batch']:.3f} s evaluation = "
+              f"{measured['seconds_per_epoch']:.0f} s per validated epoch; budget "
               f"{config.train_minutes:g} min, profile {config.epochs} epochs")
-        for name, plan in plans.items():
-            print(f"    CPU {name} this one: {plan['seconds_per_epoch']:.0f} s per epoch -> "
-                  f"{plan['epochs']} epochs, {plan['train_minutes']:.1f} min")
+        for name, entry in plans.items():
+            print(f"    CPU {name} this one: {entry['epochs']} epochs, "
+                  f"{entry['train_minutes']:.1f} min")
     totals = {name: sum(r["plans"][name]["train_minutes"] for r in rows) for name in rows[0]["plans"]}
     for name, minutes in totals.items():
         print(f"training in make report, CPU {name} this one: {minutes:.1f} min")
