@@ -222,8 +222,8 @@ def deeplab_crf_settings(config: Config) -> DeepLabCRFSettings:
 # report's comparison rests on (the others show what they show in a few epochs).
 # SEG_TIME_BUDGET=off keeps every epoch (more accuracy, a longer report).
 TIME_BUDGET_ENV = "SEG_TIME_BUDGET"
-TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 12.5, "mini-unet": 4.0,
-                           "deeplabv3plus-effnet-lite0": 3.5}}
+TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 14.0, "mini-unet": 3.0,
+                           "deeplabv3plus-effnet-lite0": 3.0}}
 # There the pretrained networks also take cheaper epochs, so that more of them fit: the
 # encoder's first two stages (1/2 and 1/4 resolution) kept at their ImageNet weights, which
 # skips their backward pass (helpers.train.freeze_stages), and validation only once the
