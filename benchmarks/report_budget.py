@@ -33,7 +33,7 @@ MODELS = ("unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slower", default="1.4", help="factors of slower CPUs, comma-separated")
-    parser.add_argument("--batches", type=int, default=3, help="training batches timed per model")
+    parser.add_argument("--batches", type=int, default=6, help="training batches timed per model")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args(argv)
     factors = [1.0] + [float(f) for f in args.slower.split(",") if f]
@@ -59,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
             plans[f"{factor:g}x"] = {"seconds_per_validated_epoch": factor * measured["seconds_per_epoch"],
                                      "epochs": epochs,
                                      "train_minutes": planned_seconds(config, epochs, timing, plan) / 60}
+        profile_step = None
+        if recipe:  # the step the recipe replaces, for comparison
+            profile_step = measure_epoch_seconds(load_config("quick", model, amp="off"), device,
+                                                 precision, datasets, args.batches)["seconds_per_train_batch"]
+            print(f"{model}: training step {profile_step:.3f} s with the profile's recipe, "
+                  f"{measured['seconds_per_train_batch']:.3f} s with the float32 recipe")
         rows.append({"model": model, "profile_epochs": config.epochs,
+                     "seconds_per_train_batch_profile_recipe": profile_step,
                      "budget_minutes": config.train_minutes,
                      "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
                      "train_batches": plan[0], "eval_batches": plan[1],

@@ -227,7 +227,22 @@ def label_efficiency_table(results: dict[str, dict]) -> str:
     return "\n\n".join(parts)
 
 
-BLOCKS = {"results-table": results_table, "full-profile-table": full_profile_table,
+def float32_recipe_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of the quick profile's float32 runs (``results/float32_recipe.json``)."""
+    recipe = results.get("float32_recipe")
+    if not recipe:
+        return "_Not measured yet._"
+    rows = ["| Transfer U-Net, float32 | Epochs | Best epoch | Val mIoU | Test mIoU | Training |",
+            "|---|---|---|---|---|---|"]
+    for run in recipe["runs"]:
+        rows.append(f"| {run['variant']} | {run['epochs']} | {run['best_epoch']} "
+                    f"| {_fmt(run['val_miou'])} | {_fmt(run['test_miou'])} | `{run['train_command']}` |")
+    return "\n".join(rows) + (f"\n\n_{recipe['hardware']['summary']}, commit {recipe['git_commit']}; "
+                              f"scored with `{recipe['runs'][0]['evaluate_command']}`. "
+                              f"{recipe.get('note', '')}_")
+
+
+BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe_table, "full-profile-table": full_profile_table,
           "flaws-table": flaws_table, "crf-table": crf_table, "benchmarks": benchmarks_table,
           "label-efficiency-table": label_efficiency_table}
 

@@ -15,14 +15,23 @@ def test_readme_tables_are_generated_from_results(tmp_path):
     (results / "benchmark_latency.json").write_text(json.dumps({
         "hardware": hardware, "git_commit": "abc1234", "summary": {"ms_per_image": 36.54},
     }))
+    (results / "float32_recipe.json").write_text(json.dumps({
+        "hardware": hardware, "git_commit": "abc1234", "note": "Shared CPU.",
+        "runs": [{"variant": "frozen stages", "epochs": 16, "best_epoch": 15, "val_miou": 0.6401,
+                  "test_miou": 0.5474, "train_command": "python -m helpers.train --epochs 16",
+                  "evaluate_command": "python -m helpers.evaluate --split test"}],
+    }))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\n"
+                      "<!-- float32-recipe-table:start -->\n<!-- float32-recipe-table:end -->\n"
                       "<!-- benchmarks:start -->\n<!-- benchmarks:end -->\nend\n")
     assert report.update_readme(readme, results) is True
     text = readme.read_text()
     assert "| unet-effnet-lite0 | quick | 0.612 | 0.900 | 0.700 | 0.550 | 5.20 | 9.9 | 2 CPU cores (test CPU) |" in text
     assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
     assert "ms per image **36.54**" in text
+    assert ("| frozen stages | 16 | 15 | 0.640 | 0.547 | `python -m helpers.train --epochs 16` |"
+            in text and "2 CPU cores (test CPU), commit abc1234" in text)
     assert report.update_readme(readme, results) is False  # idempotent
 
 
