@@ -23,7 +23,7 @@ import torch
 
 from helpers import report
 from helpers.budget import epoch_plan, measure_epoch_seconds, planned_seconds
-from helpers.config import FLOAT32_RECIPE, load_config
+from helpers.config import FLOAT32_RECIPE, deeplab_crf_settings, load_config
 from helpers.data import build_datasets
 from helpers.precision import choose_precision, cpu_info
 
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     datasets = None
     for model in MODELS:
         recipe = FLOAT32_RECIPE["quick"].get(model, {})
-        config = load_config("quick", model, amp="off", **recipe)
+        # Notebook 07 trains DeepLabV3+ for its own (shorter) schedule.
+        schedule = {"epochs": deeplab_crf_settings(load_config("quick", model)).deeplab_epochs
+                    } if model.startswith("deeplab") else {}
+        config = load_config("quick", model, amp="off", **recipe, **schedule)
         datasets = datasets or build_datasets(config)
         precision = choose_precision(device, config.amp, config.model)
         measured = measure_epoch_seconds(config, device, precision, datasets, args.batches)
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "train_minutes": planned_seconds(config, epochs, timing, plan) / 60}
         profile_step = None
         if recipe:  # the step the recipe replaces, for comparison
-            profile_step = measure_epoch_seconds(load_config("quick", model, amp="off"), device,
+            profile_step = measure_epoch_seconds(load_config("quick", model, amp="off", **schedule), device,
                                                  precision, datasets, args.batches)["seconds_per_train_batch"]
             print(f"{model}: training step {profile_step:.3f} s with the profile's recipe, "
                   f"{measured['seconds_per_train_batch']:.3f} s with the float32 recipe")
