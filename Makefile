@@ -25,7 +25,7 @@ help:
 	@echo "make study    the label-efficiency study and notebook 08 ($(PROFILE) profile; quick: about 1 h)"
 	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
 	@echo "make serve    start the web app on the latest report checkpoint"
-	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load (prints figures)"
+	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load, the float32 budget (prints figures)"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py --precisions auto,off
 	$(BIN)/python benchmarks/train_throughput.py --model mini-unet --precisions auto,off
 	$(BIN)/python benchmarks/inference_latency.py --compile --save
+	$(BIN)/python benchmarks/report_budget.py --slower 1.4 --save
 	SEG_NATIVE_BF16=0 $(BIN)/python benchmarks/inference_latency.py --compile --save
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/inference_latency.py --compile --save
 	$(BIN)/python benchmarks/predict_large_photo.py
