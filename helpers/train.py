@@ -759,8 +759,9 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     A finished run (``done.json`` present, same configuration) is reused; an interrupted one is
     resumed from ``last.pt``; otherwise training starts. Notebooks call this, so a later
     notebook works on its own and re-running one does not train twice. On a CPU without native
-    bf16 a configuration with ``train_minutes`` first gets its epochs sized to that budget
-    (:func:`helpers.budget.sized_to_budget`). ``datasets`` and ``device`` go to :func:`fit`.
+    bf16 a configuration with ``train_minutes`` first gets the profile's float32 recipe and its
+    epochs sized to that budget (:func:`helpers.budget.sized_to_budget`). ``datasets`` and
+    ``device`` go to :func:`fit`.
 
     A run is never removed: when the default folder holds a run of another configuration
     (trained by hand, or before the profile's recipe changed), this one goes beside it, to
@@ -769,7 +770,7 @@ def ensure_trained(config: Config, out_dir: str | Path | None = None, progress: 
     """
     from .budget import sized_to_budget
 
-    config = sized_to_budget(config, progress=progress)  # fewer epochs only where fp32 overruns
+    config = sized_to_budget(config, progress=progress)  # changes only a float32 CPU run
     if out_dir is None:
         out_dir = run_folder(config)
         if out_dir != run_dir(config):
