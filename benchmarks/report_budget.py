@@ -22,7 +22,7 @@ import argparse
 import torch
 
 from helpers import report
-from helpers.budget import epoch_plan, measure_epoch_seconds, planned_seconds
+from helpers.budget import epoch_plan, epochs_within_budget, measure_epoch_seconds, planned_seconds
 from helpers.config import FLOAT32_RECIPE, deeplab_crf_settings, load_config
 from helpers.data import build_datasets
 from helpers.precision import choose_precision, cpu_info
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for factor in factors:
             timing = {k: factor * measured[k] for k in ("seconds_per_train_batch",
                                                         "seconds_per_eval_batch")}
-            fitting = [e for e in range(1, config.epochs + 1)
-                       if planned_seconds(config, e, timing, plan) <= 60 * config.train_minutes]
-            epochs = max(fitting, default=1)
+            epochs = epochs_within_budget(config, timing, plan)
             plans[f"{factor:g}x"] = {"seconds_per_validated_epoch": factor * measured["seconds_per_epoch"],
                                      "epochs": epochs,
                                      "train_minutes": planned_seconds(config, epochs, timing, plan) / 60}

@@ -163,9 +163,7 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
         entries[key_id] = entry
         write_cache(path, entries, CACHE_FORMAT)
     plan = epoch_plan(config, datasets)
-    fitting = [e for e in range(1, config.epochs + 1)
-               if planned_seconds(config, e, entry, plan) <= 60 * config.train_minutes]
-    epochs = max(fitting, default=1)
+    epochs = epochs_within_budget(config, entry, plan)
     if epochs == config.epochs and not recipe:
         return profile_config
     changes = {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
@@ -182,6 +180,14 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
               f"({entry['seconds_per_epoch']:.0f} s per validated epoch; SEG_TIME_BUDGET=off keeps "
               "the profile's recipe and every epoch)", flush=True)
     return config.replace(epochs=epochs, time_budget=record)
+
+
+def epochs_within_budget(config: Config, timing: dict, plan: tuple[int, int, int]) -> int:
+    """Return the most epochs, at most the profile's and at least 1, that :func:`planned_seconds`
+    fits in ``config.train_minutes`` at the measured ``timing``."""
+    fitting = [epochs for epochs in range(1, config.epochs + 1)
+               if planned_seconds(config, epochs, timing, plan) <= 60 * config.train_minutes]
+    return max(fitting, default=1)
 
 
 def planned_seconds(config: Config, epochs: int, timing: dict, plan: tuple[int, int, int]) -> float:

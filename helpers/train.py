@@ -792,6 +792,12 @@ def read_history(checkpoint_or_dir: str | Path) -> list[dict]:
     return json.loads((folder / "history.json").read_text())
 
 
+def validated_epochs(history: list[dict]) -> list[dict]:
+    """Return the rows of a history whose epoch was scored on validation (every epoch, or
+    those from the annealed one on with ``Config.validate_annealed_only``)."""
+    return [row for row in history if "val_loss" in row]
+
+
 def _scalars(result: dict) -> dict:
     return {k: v for k, v in result.items() if isinstance(v, int | float)}
 
