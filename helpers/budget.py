@@ -8,7 +8,8 @@ quick epoch of the transfer U-Net 1.2x to 1.9x longer on the same CPU
 still. There a configuration with ``train_minutes`` set adapts, in two steps:
 
 1. the profile's float32 recipe (:data:`helpers.config.FLOAT32_RECIPE`): the pretrained
-   networks train on smaller crops with their first two encoder stages frozen, a cheaper step;
+   networks train with their first two encoder stages frozen, a cheaper step, and are
+   validated only once the schedule has annealed;
 2. as many epochs as the measured epoch time of that recipe lets fit in ``train_minutes``.
 
 :func:`helpers.train.ensure_trained` (what the notebooks and ``make report`` call) applies it;
@@ -132,11 +133,12 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
                     datasets: dict | None = None, progress: bool = True) -> Config:
     """Return ``config`` adapted to ``train_minutes`` on a CPU training in float32.
 
-    Unchanged where :func:`needs_budget` says no or ``config`` was sized already. Otherwise the profile's float32 recipe
-    (:data:`helpers.config.FLOAT32_RECIPE`: smaller crops, frozen first encoder stages) applies,
-    and the epochs are ``floor(train_minutes / measured minutes per epoch)`` (at least 1, at
-    most the profile's); ``time_budget`` records the measurement and the changes, and the
-    decision is printed.
+    Unchanged where :func:`needs_budget` says no or ``config`` was sized already. Otherwise
+    the profile's float32 recipe applies (:data:`helpers.config.FLOAT32_RECIPE`: the first
+    encoder stages frozen, validation once annealed), with the most epochs, at least 1 and at
+    most the profile's, that the measured batch times fit in ``train_minutes``
+    (:func:`epochs_within_budget`); ``time_budget`` records the measurement and the changes,
+    and the decision is printed.
     """
     device = pick_device(device)
     precision = choose_precision(device, config.amp, config.model)

@@ -106,9 +106,9 @@ class Config:
     # the first freeze_encoder_epochs epochs.
     init_from: str | None = None
     freeze_encoder_epochs: int = 0
-    # Keep the ImageNet weights of the pretrained encoder's first stages (the stem with the
-    # first): 2 = every layer at 1/2 and 1/4 resolution, whose backward pass then never runs
-    # (helpers.train.freeze_stages). 0 = fine-tune the whole encoder.
+    # Keep the ImageNet weights and BatchNorm statistics of the pretrained encoder's first
+    # stages (the stem with the first): 2 = every layer at 1/2 and 1/4 resolution, whose
+    # backward pass then never runs (helpers.train.freeze_stages). 0 = fine-tune the whole encoder.
     frozen_stages: int = 0
     # Log loss, mIoU and learning rate per epoch for TensorBoard (OUT/tensorboard/).
     tensorboard: bool = False
@@ -162,7 +162,6 @@ PROFILES: dict[str, Config] = {
     # The CPU main job: the whole report in about half an hour on 2 cores.
     "quick": Config(profile="quick", crop_size=(224, 320), batch_size=4, epochs=16, width=16,
                     track_test_each_epoch=30),
-    # A GPU run at full length and resolution.
     # A GPU run at full length and resolution, augmented on the GPU, objects rescaled by
     # 0.5-1.5x (benchmarks/gpu_full.sh runs it with seeds and levers).
     "full": Config(
@@ -225,9 +224,9 @@ TIME_BUDGET_ENV = "SEG_TIME_BUDGET"
 TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 14.0, "mini-unet": 3.0,
                            "deeplabv3plus-effnet-lite0": 3.0}}
 # There the pretrained networks also take cheaper epochs, so that more of them fit: the
-# encoder's first two stages (1/2 and 1/4 resolution) kept at their ImageNet weights, which
-# skips their backward pass (helpers.train.freeze_stages), and validation only once the
-# schedule has annealed.
+# encoder's first two stages (1/2 and 1/4 resolution) kept at their ImageNet weights and
+# BatchNorm statistics, which skips their backward pass (helpers.train.freeze_stages), and
+# validation only once the schedule has annealed.
 FLOAT32_RECIPE = {"quick": {model: {"frozen_stages": 2, "validate_annealed_only": True}
                             for model in ("unet-effnet-lite0", "deeplabv3plus-effnet-lite0")}}
 

@@ -56,6 +56,15 @@ class SegmentationModel(nn.Module):
         self.decoder_channels = decoder_channels
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # BatchNorm layers that stay in inference mode (helpers.train.freeze_stages).
+        self.frozen_norms: list[nn.Module] = []
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        """Set training mode, except for the BatchNorm layers of frozen encoder stages."""
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net((images - self.mean) / self.std)

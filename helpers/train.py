@@ -460,19 +460,26 @@ def encoder_stages(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
 
 
 def freeze_stages(model: torch.nn.Module, stages: int) -> None:
-    """Keep the pretrained weights of the encoder's first ``stages`` stages (1/2, 1/4, ...).
+    """Keep the pretrained encoder's first ``stages`` stages (1/2, 1/4, ...) as ImageNet left them.
 
-    Their weights and BatchNorm scales stay as ImageNet left them, so backpropagation stops
-    before them: with 2 (the layers at 1/2 and 1/4 resolution, Detectron2's default
-    ``FREEZE_AT=2``) a training step of the Lite0 U-Net skips the costliest part of its
-    backward pass. Their BatchNorm layers still normalise with each batch's statistics.
+    Their weights and BatchNorm scales are not trained, so backpropagation stops before them:
+    with 2 (the layers at 1/2 and 1/4 resolution, Detectron2's default ``FREEZE_AT=2``) a
+    training step of the Lite0 U-Net skips the costliest part of its backward pass. Their
+    BatchNorm layers also stay in inference mode, normalising with ImageNet's running
+    statistics (Detectron2's ``FrozenBatchNorm2d``) rather than with each batch of 4 crops:
+    the frozen stages compute the same function in training and evaluation.
+    ``model.train()`` keeps them so (:meth:`helpers.models.SegmentationModel.train`).
     """
     if stages <= 0:
         return
+    norms = []
     for stage in encoder_stages(model)[:stages]:
         for module in stage:
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
+            norms += [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.frozen_norms = norms
+    model.train(model.training)
 
 
 def with_tensorboard(config: Config, out_dir: Path, callback: Callable[[dict], None] | None):

@@ -214,6 +214,33 @@ def test_a_run_with_frozen_stages_keeps_their_imagenet_weights(camvid_dir, tmp_p
         assert torch.equal(trained[name], initial[name]), name
     for name in ("net.encoder.model.blocks.2.0.conv_pw.weight", "net.decoder.blocks.0.conv1.0.weight"):
         assert not torch.equal(trained[name], initial[name]), name
+    # The frozen stages' BatchNorm statistics are ImageNet's still; the next stage's adapted.
+    assert torch.equal(trained["net.encoder.model.bn1.running_mean"],
+                       initial["net.encoder.model.bn1.running_mean"])
+    assert torch.equal(trained["net.encoder.model.blocks.1.1.bn3.running_var"],
+                       initial["net.encoder.model.blocks.1.1.bn3.running_var"])
+    assert not torch.equal(trained["net.encoder.model.blocks.2.0.bn1.running_mean"],
+                           initial["net.encoder.model.blocks.2.0.bn1.running_mean"])
+
+
+def test_frozen_stages_normalise_as_in_evaluation_while_the_rest_trains():
+    from helpers.models import build_model
+
+    model = build_model("unet-effnet-lite0", 11, pretrained=False)
+    train.freeze_stages(model, 2)
+    model.eval().train()
+    frozen = {id(m) for stage in train.encoder_stages(model)[:2] for layer in stage
+              for m in layer.modules()}
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(model.frozen_norms) == sum(id(m) in frozen for m in norms) > 0
+    for norm in norms:
+        assert norm.training == (id(norm) not in frozen)
+    # So a frozen stage computes in a training step what it computes in evaluation.
+    images = torch.rand(2, 3, 64, 64)
+    stem = torch.nn.Sequential(*train.encoder_stages(model)[0])
+    training_output = stem(images)
+    model.eval()
+    assert torch.allclose(training_output, stem(images))
 
 
 def test_a_network_trained_from_scratch_has_no_stages_to_freeze():
