@@ -237,7 +237,8 @@ def float32_recipe_table(results: dict[str, dict]) -> str:
     for run in recipe["runs"]:
         rows.append(f"| {run['variant']} | {run['epochs']} | {run['best_epoch']} "
                     f"| {_fmt(run['val_miou'])} | {_fmt(run['test_miou'])} | `{run['train_command']}` |")
-    return "\n".join(rows) + (f"\n\n_{recipe['hardware']['summary']}, commit {recipe['git_commit']}; "
+    commits = ", ".join(dict.fromkeys(run.get("commit", recipe["git_commit"]) for run in recipe["runs"]))
+    return "\n".join(rows) + (f"\n\n_{recipe['hardware']['summary']}, commits {commits}; "
                               f"scored with `{recipe['runs'][0]['evaluate_command']}`. "
                               f"{recipe.get('note', '')}_")
 

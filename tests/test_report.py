@@ -19,7 +19,10 @@ def test_readme_tables_are_generated_from_results(tmp_path):
         "hardware": hardware, "git_commit": "abc1234", "note": "Shared CPU.",
         "runs": [{"variant": "frozen stages", "epochs": 16, "best_epoch": 15, "val_miou": 0.6401,
                   "test_miou": 0.5474, "train_command": "python -m helpers.train --epochs 16",
-                  "evaluate_command": "python -m helpers.evaluate --split test"}],
+                  "evaluate_command": "python -m helpers.evaluate --split test"},
+                 {"variant": "seed 1", "epochs": 16, "best_epoch": 16, "val_miou": 0.6416,
+                  "test_miou": 0.574, "train_command": "python -m helpers.train --set seed=1",
+                  "evaluate_command": "python -m helpers.evaluate --split test", "commit": "def5678"}],
     }))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\n"
@@ -31,7 +34,7 @@ def test_readme_tables_are_generated_from_results(tmp_path):
     assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
     assert "ms per image **36.54**" in text
     assert ("| frozen stages | 16 | 15 | 0.640 | 0.547 | `python -m helpers.train --epochs 16` |"
-            in text and "2 CPU cores (test CPU), commit abc1234" in text)
+            in text and "2 CPU cores (test CPU), commits abc1234, def5678;" in text)
     assert report.update_readme(readme, results) is False  # idempotent
 
 
