@@ -8,7 +8,10 @@ budget times, not cached), then prints the epochs the budget gives here and on C
 slower, e.g. a 2-core Intel Xeon without native bf16 whose float32 step runs about 1.4x slower
 than the AMD EPYC's::
 
-    python benchmarks/report_budget.py [--slower 1.4,2] [--save]
+    python benchmarks/report_budget.py [--slower 1.4,2] [--cached] [--save]
+
+It also prints, per model, up to which slowdown each number of epochs still fits. ``--cached``
+plans with the batch times ``make report`` measured and cached on this machine instead.
 
 On a CPU with native bf16 the report trains in bf16 with the profile's epochs; forcing float32
 here (as ``SEG_NATIVE_BF16=0`` does) simulates one without. Writes
@@ -22,7 +25,13 @@ import argparse
 import torch
 
 from helpers import report
-from helpers.budget import epoch_plan, epochs_within_budget, measure_epoch_seconds, planned_seconds
+from helpers.budget import (
+    cached_epoch_times,
+    epoch_plan,
+    epochs_within_budget,
+    measure_epoch_seconds,
+    planned_seconds,
+)
 from helpers.config import FLOAT32_RECIPE, deeplab_crf_settings, load_config
 from helpers.data import build_datasets
 from helpers.precision import choose_precision, cpu_info
@@ -34,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slower", default="1.4", help="factors of slower CPUs, comma-separated")
     parser.add_argument("--batches", type=int, default=6, help="training batches timed per model")
+    parser.add_argument("--cached", action="store_true",
+                        help="plan with the batch times make report measured and cached on this "
+                             "machine, where there are some, instead of timing them anew")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args(argv)
     factors = [1.0] + [float(f) for f in args.slower.split(",") if f]
@@ -50,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config("quick", model, amp="off", **recipe, **schedule)
         datasets = datasets or build_datasets(config)
         precision = choose_precision(device, config.amp, config.model)
-        measured = measure_epoch_seconds(config, device, precision, datasets, args.batches)
+        cached = cached_epoch_times(config, precision) if args.cached else None
+        measured = cached or measure_epoch_seconds(config, device, precision, datasets, args.batches)
+        if cached:
+            print(f"{model}: batch times cached on {cached['date']} (make report's)")
         plan = epoch_plan(config, datasets)
         plans = {}
         for factor in factors:
@@ -60,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             plans[f"{factor:g}x"] = {"seconds_per_validated_epoch": factor * measured["seconds_per_epoch"],
                                      "epochs": epochs,
                                      "train_minutes": planned_seconds(config, epochs, timing, plan) / 60}
+        # The largest slowdown (in steps of 0.01) at which each epoch count still fits.
+        limits = {}
+        for step in range(100, 301):
+            timing = {k: step / 100 * measured[k] for k in ("seconds_per_train_batch",
+                                                           "seconds_per_eval_batch")}
+            limits[epochs_within_budget(config, timing, plan)] = step / 100
         profile_step = None
-        if recipe:  # the step the recipe replaces, for comparison
+        if recipe and not cached:  # the step the recipe replaces, for comparison
             profile_step = measure_epoch_seconds(load_config("quick", model, amp="off", **schedule), device,
                                                  precision, datasets, args.batches)["seconds_per_train_batch"]
             print(f"{model}: training step {profile_step:.3f} s with the profile's recipe, "
@@ -70,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds_per_train_batch_profile_recipe": profile_step,
                      "budget_minutes": config.train_minutes,
                      "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+                     "batch_times": f"cached {cached['date']}" if cached else "measured",
                      "train_batches": plan[0], "eval_batches": plan[1],
                      **{k: measured[k] for k in ("seconds_per_train_batch", "seconds_per_eval_batch")},
-                     "plans": plans})
+                     "plans": plans,
+                     "epochs_up_to_slowdown": {str(k): v for k, v in sorted(limits.items(), reverse=True)}})
         print(f"{model} ({', '.join(f'{k}={v}' for k, v in recipe.items()) or 'profile recipe'}): "
               f"{plan[0]} x {measured['seconds_per_train_batch']:.3f} s training + "
               f"{plan[1]} x {measured['seconds_per_eval_batch']:.3f} s evaluation = "
@@ -81,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in plans.items():
             print(f"    CPU {name} this one: {entry['epochs']} epochs, "
                   f"{entry['train_minutes']:.1f} min")
+        print("    epochs on CPUs up to a factor slower: " + ", ".join(
+            f"{epochs} up to {factor:.2f}x" for epochs, factor in sorted(limits.items(), reverse=True)))
     totals = {name: sum(r["plans"][name]["train_minutes"] for r in rows) for name in rows[0]["plans"]}
     for name, minutes in totals.items():
         print(f"training in make report, CPU {name} this one: {minutes:.1f} min")

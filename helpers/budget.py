@@ -129,6 +129,23 @@ def _cache_key(config: Config, precision: Precision) -> dict:
     return json.loads(json.dumps(key))
 
 
+def _key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_epoch_times(config: Config, precision: Precision) -> dict | None:
+    """Return the batch times of ``config`` cached on this machine (what
+    :func:`sized_to_budget` planned with), or None where none or only a corrupt or stale entry
+    is cached."""
+    key = _cache_key(config, precision)
+    entry = read_cache(cache_dir() / CACHE_FILE, CACHE_FORMAT).get(_key_id(key))
+    timings = ("seconds_per_epoch", "seconds_per_train_batch", "seconds_per_eval_batch")
+    if (isinstance(entry, dict) and entry.get("key") == key
+            and all(isinstance(entry.get(k), int | float) and entry[k] > 0 for k in timings)):
+        return entry
+    return None
+
+
 def sized_to_budget(config: Config, device: str | torch.device | None = None,
                     datasets: dict | None = None, progress: bool = True) -> Config:
     """Return ``config`` adapted to ``train_minutes`` on a CPU training in float32.
@@ -149,20 +166,17 @@ def sized_to_budget(config: Config, device: str | torch.device | None = None,
     from .datasets import build_datasets
 
     datasets = datasets or build_datasets(config)
-    path = cache_dir() / CACHE_FILE
-    key = _cache_key(config, precision)
-    key_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    entries = read_cache(path, CACHE_FORMAT)
-    entry = entries.get(key_id)
-    timings = ("seconds_per_epoch", "seconds_per_train_batch", "seconds_per_eval_batch")
-    if not (isinstance(entry, dict) and entry.get("key") == key
-            and all(isinstance(entry.get(k), int | float) and entry[k] > 0 for k in timings)):
+    entry = cached_epoch_times(config, precision)
+    if entry is None:
+        path = cache_dir() / CACHE_FILE
         if progress:
             print(f"measuring one {config.profile} epoch of {config.model} on this CPU "
                   f"({precision}; once, cached in {path})", flush=True)
+        key = _cache_key(config, precision)
         entry = {"key": key, **measure_epoch_seconds(config, device, precision, datasets),
                  "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-        entries[key_id] = entry
+        entries = read_cache(path, CACHE_FORMAT)
+        entries[_key_id(key)] = entry
         write_cache(path, entries, CACHE_FORMAT)
     plan = epoch_plan(config, datasets)
     epochs = epochs_within_budget(config, entry, plan)

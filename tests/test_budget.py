@@ -29,8 +29,8 @@ def smoke(**changes):
 
 
 def test_the_quick_profile_carries_a_budget_per_model(monkeypatch):
-    assert load_config("quick", "unet-effnet-lite0").train_minutes == 14.0
-    assert load_config("quick", "mini-unet").train_minutes == 3.0
+    assert load_config("quick", "unet-effnet-lite0").train_minutes == 15.0
+    assert load_config("quick", "mini-unet").train_minutes == 2.5
     assert load_config("smoke", "unet-effnet-lite0").train_minutes is None
     assert parse_overrides(["train_minutes=7.5"]) == {"train_minutes": 7.5}
     monkeypatch.setenv("SEG_TIME_BUDGET", "off")
@@ -108,24 +108,24 @@ def test_the_quick_profile_takes_cheaper_epochs_in_float32(monkeypatch, cache):
 
     def measured(config, *args, **kwargs):
         timed.append(config)
-        return {"seconds_per_epoch": 100 * 0.5 + 34 * 0.5, "seconds_per_train_batch": 0.5,
+        return {"seconds_per_epoch": 110 * 0.5 + 34 * 0.5, "seconds_per_train_batch": 0.5,
                 "seconds_per_eval_batch": 0.5}
 
     monkeypatch.setattr(budget, "measure_epoch_seconds", measured)
-    monkeypatch.setattr(budget, "epoch_plan", lambda config, datasets: (100, 34, 131))
-    quick = load_config("quick", "unet-effnet-lite0")  # 16 epochs, 14 minutes
+    monkeypatch.setattr(budget, "epoch_plan", lambda config, datasets: (110, 34, 131))
+    quick = load_config("quick", "unet-effnet-lite0")  # 16 epochs, 15 minutes
     sized = budget.sized_to_budget(quick, "cpu", datasets={"timed": "by the stub"}, progress=False)
     recipe = {"frozen_stages": 2, "validate_annealed_only": True}
     assert all(getattr(timed[-1], k) == v for k, v in recipe.items())  # the epochs timed
     assert sized.time_budget["recipe"] == recipe
     assert sized.replace(time_budget=None, epochs=quick.epochs) == quick.replace(**recipe)
-    # 50 s of training per epoch, 17 s per validation, from the annealed epoch on: 15 epochs
-    # (validated from the 12th) take 750 + 4 x 17 s, 16 would take 800 + 4 x 17 s > 840 s.
-    assert sized.epochs == 15 and sized.time_budget["planned_minutes"] == round(818 / 60, 1)
+    # 55 s of training per epoch, 17 s per validation, from the annealed epoch on: 15 epochs
+    # (validated from the 12th) take 825 + 4 x 17 s, 16 would take 880 + 4 x 17 s > 900 s.
+    assert sized.epochs == 15 and sized.time_budget["planned_minutes"] == round(893 / 60, 1)
     assert budget.sized_to_budget(sized, "cpu", progress=False) is sized  # sized once only
-    scratch = load_config("quick", "mini-unet")  # 3 minutes, every epoch validated
+    scratch = load_config("quick", "mini-unet")  # 2.5 minutes, every epoch validated
     sized = budget.sized_to_budget(scratch, "cpu", datasets={"timed": "by the stub"}, progress=False)
     assert sized.frozen_stages == 0 and not sized.validate_annealed_only
-    assert sized.epochs == 2 and sized.time_budget["recipe"] == {}  # 2 x 67 s <= 180 s < 3 x 67
+    assert sized.epochs == 2 and sized.time_budget["recipe"] == {}  # 2 x 72 s <= 150 s < 3 x 72
     on_cpu(monkeypatch, AMD_WITH_BF16)  # bf16: the profile's recipe, untouched
     assert budget.sized_to_budget(quick, "cpu", datasets={"timed": "by the stub"}) is quick
