@@ -27,9 +27,11 @@ checkpoints and in the results.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import statistics
 import time
 from datetime import UTC, datetime
 
@@ -69,12 +71,13 @@ def epoch_plan(config: Config, datasets: dict) -> tuple[int, int, int]:
 
 
 def measure_epoch_seconds(config: Config, device: torch.device, precision: Precision,
-                          datasets: dict, batches: int = 3) -> dict:
+                          datasets: dict, batches: int = 5) -> dict:
     """Return the measured seconds of one training batch and one evaluation batch, and of an epoch.
 
     Times ``batches`` training steps of :func:`helpers.train.train_one_epoch` on real
-    training crops and two evaluation batches at CamVid's 360x480, after one untimed warm-up
-    of each (kernel selection).
+    training crops and three evaluation batches at CamVid's 360x480, one at a time after one
+    untimed warm-up of each (kernel selection), and keeps the median of each: a batch slowed
+    by something else on the machine does not size the epochs.
     """
     from .datasets import SegmentationDataset
     from .models import build_model
@@ -98,17 +101,21 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
         train_one_epoch(model, steps, optimizer, scheduler, None, None, device, precision.dtype,
                         config.channels_last, progress=False)
 
+    def timed(step) -> float:
+        started = time.perf_counter()
+        step()
+        return time.perf_counter() - started
+
     train(samples[:1])
-    started = time.perf_counter()
-    train(samples)
-    train_s = (time.perf_counter() - started) / len(samples)
+    train_s = statistics.median(timed(functools.partial(train, [sample])) for sample in samples)
     images = torch.rand(config.batch_size, 3, 360, 480)
     model.eval()
-    predict_logits(model, images, precision.dtype, channels_last=config.channels_last)
-    started = time.perf_counter()
-    for _ in range(2):
+
+    def evaluate():
         predict_logits(model, images, precision.dtype, channels_last=config.channels_last)
-    eval_s = (time.perf_counter() - started) / 2
+
+    evaluate()
+    eval_s = statistics.median(timed(evaluate) for _ in range(3))
     train_batches, eval_batches, _ = epoch_plan(config, datasets)
     return {"seconds_per_train_batch": train_s, "seconds_per_eval_batch": eval_s,
             "seconds_per_epoch": train_batches * train_s + eval_batches * eval_s}
