@@ -2,7 +2,7 @@
 
 Modules, from the bottom up (each imports only modules before it, except that
 ``train.ensure_trained`` calls ``budget``, which times ``train``'s step; the README's
-"Architecture" section says what each owns): ``config``, ``metrics``, ``labels``, ``imageio``,
+"Architecture" section says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
 ``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
