@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import write_bytes
 from .imageio import (
     IMAGE_SUFFIXES,
     decode_photo,
@@ -264,7 +265,10 @@ class Predictor:
 
         The photo is decoded only as large as the network and an overlay of
         ``overlay_max_side`` need (0 or None: full size); the mask is always full size.
-        Raises ``ValueError`` for unreadable files and :class:`ImageTooLarge` over ``max_pixels``.
+        Raises :class:`~helpers.errors.PhotoError` (a ``ValueError``) for a file that is not a
+        photo in an accepted format or cannot be read, :class:`ImageTooLarge` over
+        ``max_pixels`` or when decoding would take more memory than allowed
+        (:func:`helpers.imageio.decode_photo`).
         """
         start = time.perf_counter()
         tile = self.tile if tile is None else tile
@@ -336,8 +340,8 @@ def write_outputs(prediction: Prediction, out_dir: Path, stem: str,
                   overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE) -> tuple[Path, Path]:
     """Write ``<stem>_mask.png`` (class ids) and ``<stem>_overlay.jpg``; return their paths."""
     mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.jpg"
-    mask_path.write_bytes(encode_png(prediction.mask))
-    overlay_path.write_bytes(encode_jpeg(prediction.overlay(overlay_max_side)))
+    write_bytes(mask_path, encode_png(prediction.mask))
+    write_bytes(overlay_path, encode_jpeg(prediction.overlay(overlay_max_side)))
     return mask_path, overlay_path
 
 
