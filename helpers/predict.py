@@ -60,6 +60,7 @@ import torch
 
 from .files import write_bytes
 from .imageio import (
+    DEFAULT_MAX_DECODE_BYTES,
     IMAGE_SUFFIXES,
     decode_photo,
     encode_jpeg,
@@ -260,7 +261,8 @@ class Predictor:
 
     def predict_file(self, source, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE, crf: bool = False,
-                     tile: int | None = None, max_side: int | None = None) -> Prediction:
+                     tile: int | None = None, max_side: int | None = None,
+                     max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> Prediction:
         """Return the :class:`Prediction` for a photo file (path, bytes or file object).
 
         The photo is decoded only as large as the network and an overlay of
@@ -274,7 +276,7 @@ class Predictor:
         tile = self.tile if tile is None else tile
         needed = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
         decode_side = max(needed, overlay_max_side) if overlay_max_side else None
-        image, full_size = decode_photo(source, max_pixels, decode_side)
+        image, full_size = decode_photo(source, max_pixels, decode_side, max_decode_bytes)
         decoded = time.perf_counter()
         prediction = self.predict(image, full_size, crf=crf, tile=tile, max_side=max_side)
         prediction.timings = {"decode": 1000 * (decoded - start), **prediction.timings}
