@@ -210,7 +210,7 @@ def test_download_campus_fetches_and_verifies_the_pinned_photos(photo_host, tmp_
     (served / "UNH_DL_64.jpg").write_bytes(b"not the photo")
     with pytest.raises(ValueError, match="UNH_DL_64.jpg: got 13 bytes"):
         data.download_campus(dest, base_url=url, progress=False)
-    assert not (dest / "UNH_DL_64.jpg").exists() and not list(dest.glob(".*.part"))
+    assert not (dest / "UNH_DL_64.jpg").exists() and not list(dest.glob(".*"))  # no temporary
 
 
 def test_download_campus_without_network_says_the_photos_are_optional(tmp_path):
