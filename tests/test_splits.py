@@ -157,3 +157,30 @@ def test_training_data_pairs_the_folder_once_under_one_split_name(dataset, tmp_p
     with pytest.raises(SplitError, match="my_data.csv: the saved split does not match"):
         data.build_datasets(config)
     assert [len(d) for d in data.build_datasets(config, resplit=True).values()] == [10, 1, 2]
+
+
+def test_the_train_command_refuses_a_stale_split_and_takes_resplit(dataset, tmp_path, capsys,
+                                                                   monkeypatch):
+    from helpers import train
+
+    images, masks, class_file = dataset
+    assert split_command(images, masks) == 0
+    write_pair(images, masks, "new_1")
+    command = ["--profile", "smoke", "--images", str(images), "--masks", str(masks),
+               "--classes", str(class_file), "--split", "mine", "--out", str(tmp_path / "run")]
+    assert train.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mine.csv: the saved split does not match" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+    class Trained(Exception):
+        pass
+
+    def fit(config, out_dir, datasets=None, **kwargs):  # the split is what is checked here
+        raise Trained(sum(len(d) for d in datasets.values()))
+
+    monkeypatch.setattr(train, "fit", fit)
+    with pytest.raises(Trained) as trained:
+        train.main([*command, "--resplit"])
+    assert trained.value.args == (13,)
+    assert "new_1.jpg" in (tmp_path / "data" / "splits" / "mine.csv").read_text()
