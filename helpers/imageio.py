@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 import threading
 from pathlib import Path
 
@@ -93,7 +94,10 @@ def open_photo(source) -> Image.Image:
     try:
         image = Image.open(source, formats=_opened_formats())
     except Image.DecompressionBombError as error:
-        raise ImageTooLarge(one_line(error)) from None
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found[1]):,} pixels" if found else "more pixels than any photo"
+        raise ImageTooLarge(f"image has {size}, over Pillow's decompression-bomb limit of "
+                            f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         what = _looks_like(source)
         raise UnsupportedPhotoFormat(
@@ -140,7 +144,7 @@ def _looks_like(source) -> str:
             return name
     if head[4:8] == b"ftyp":
         if head[8:12] in _HEIF_BRANDS:
-            return "a HEIC/HEIF photo (save it as JPEG; HEIC is read only with pillow-heif installed)"
+            return "a HEIC/HEIF photo (read only where the pillow-heif plugin is installed)"
         if head[8:12] in (b"avif", b"avis"):
             return "an AVIF image"
         return "a video or MP4-family file"
@@ -277,12 +281,6 @@ def decode_photo(source, max_pixels: int | None = None, max_side: int | None = N
             raise ImageTooLarge(
                 f"image is {stored_width}x{stored_height} pixels, more than the limit of "
                 f"{max_pixels:,} pixels")
-        try:
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
-        except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
-            orientation = 1
-        full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
-                     else (stored_height, stored_width))
         factor = 1
         long_side = max(stored_width, stored_height)
         if max_side and long_side > max_side and image.format in ("JPEG", "MPO"):
@@ -304,10 +302,24 @@ def decode_photo(source, max_pixels: int | None = None, max_side: int | None = N
                 array = to_rgb_array(image, factor)
             except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
                 raise PhotoError(f"the image data cannot be decoded ({one_line(error)})") from None
+            # Read after decoding: a PNG's EXIF block may follow its pixels, and Pillow decodes
+            # the whole picture to reach it.
+            orientation = _orientation(image)
+    full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
+                 else (stored_height, stored_width))
     array = orient(array, orientation)
     if max_side and (factor > 1 or max(array.shape[:2]) > 2 * max_side):
         array = resize_image(array, working_size(*array.shape[:2], max_side))
     return array, full_size
+
+
+def _orientation(image: Image.Image) -> int:
+    """Return a loaded image's EXIF orientation (1-8; 1 when absent or damaged)."""
+    try:
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
+        return 1
+    return orientation if orientation in range(1, 9) else 1
 
 
 def read_image(source, max_pixels: int | None = None) -> np.ndarray:

@@ -86,7 +86,8 @@ def test_formats_outside_the_list_are_refused_without_decoding(picture, fmt, mon
 
 @pytest.mark.parametrize("data, looks_like", [
     (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "a HEIC/HEIF photo (save it as JPEG"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+     "a HEIC/HEIF photo (read only where the pillow-heif plugin is installed), not an image"),
     (b"just some notes,\nnot a photo\n", "a text file"),
     (bytes(range(200, 256)) * 3, "not an image"),
 ])
@@ -107,6 +108,21 @@ def test_empty_damaged_and_missing_files(picture, tmp_path):
 
 
 # --------------------------------------------------------------------------- memory
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(monkeypatch):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)  # 900 megapixels, no data
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("a pixel was decoded"))
+    with pytest.raises(ImageTooLarge, match=r"^image has 900,000,000 pixels, over Pillow's "
+                                            r"decompression-bomb limit of 178,956,970 pixels$"):
+        decode_photo(bomb)
 
 
 def test_the_pixel_limit_is_checked_from_the_header(picture, monkeypatch):
@@ -265,3 +281,37 @@ def test_decodes_run_one_at_a_time(picture, monkeypatch):
     for thread in threads:
         thread.join()
     assert most[0] == imageio.DECODE_SLOTS == 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "PNG with EXIF", "JPEG", "WEBP", "TIFF", "GIF"])
+def test_no_pixel_is_decoded_outside_the_decode_slot(picture, fmt, monkeypatch):
+    """Reading a PNG's EXIF block decodes the whole picture in Pillow: the orientation is read
+    only once the picture is decoded, inside the slot (and after the memory check)."""
+    from PIL import ImageFile
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    options = {"exif": exif} if fmt == "PNG with EXIF" else {}
+    data = encoded(picture, fmt.split()[0], **options)
+    inside, outside = [], []
+
+    class Slot:
+        def __enter__(self):
+            inside.append(True)
+
+        def __exit__(self, *exc):
+            inside.pop()
+
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        if not inside:  # recorded, not raised: a caller may catch exceptions
+            outside.append(self.format)
+        return real_load(self)
+
+    monkeypatch.setattr(imageio, "_decode_slots", Slot())
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    image, full_size = decode_photo(data, max_pixels=10_000, max_side=48)
+    assert outside == [], "a picture was decoded outside the decode slot"
+    assert full_size == ((96, 64) if options else (64, 96))
+    assert (image.shape[0] > image.shape[1]) == (full_size[0] > full_size[1])
