@@ -170,7 +170,7 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         return "the file is empty (0 bytes); copy the checkpoint again or train again"
     if head.startswith(b"PK\x03\x04"):
         return ("the checkpoint is damaged or cut short (a copy or download that did not "
-                f"finish?: {one_line(error, 120)}); copy it again, or use another checkpoint")
+                "finish?); copy it again, or use another checkpoint")
     try:
         head.decode("utf-8")
         kind = "a text file"
@@ -180,8 +180,12 @@ def _why_unreadable(path: Path, error: Exception) -> str:
             "python -m helpers.train")
 
 
+CLASS_COUNT_FIX = ("use a checkpoint trained on this class list (python -m helpers.train "
+                   "--classes ...), or the class list it was trained on")
+
+
 def check_class_count(path: str | Path, model_classes: int, classes: ClassInfo,
-                      source: str = "its class list") -> None:
+                      source: str = "its class list", fix: str = CLASS_COUNT_FIX) -> None:
     """Raise :class:`~helpers.errors.CheckpointError` unless the model in ``path`` (which
     predicts ``model_classes`` classes) fits the class list ``classes`` from ``source``.
 
@@ -190,10 +194,8 @@ def check_class_count(path: str | Path, model_classes: int, classes: ClassInfo,
     """
     if model_classes != classes.num_classes:
         names = ", ".join(classes.names[:6]) + (", ..." if classes.num_classes > 6 else "")
-        raise CheckpointError(
-            f"{path}: the model predicts {model_classes} classes but {source} has "
-            f"{classes.num_classes} ({names}); use a checkpoint trained on this class list "
-            "(python -m helpers.train --classes ...), or the class list it was trained on")
+        raise CheckpointError(f"{path}: the model predicts {model_classes} classes but {source} "
+                              f"has {classes.num_classes} ({names}); {fix}")
 
 
 def _unsafe_names(path: Path) -> list[str]:
@@ -250,7 +252,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except ClassFileError as error:
         raise CheckpointError(f"{path}: its class list is invalid ({error}); use another "
                               "checkpoint or train again") from None
-    check_class_count(path, spec["num_classes"], classes)
+    check_class_count(path, spec["num_classes"], classes,
+                      fix="the checkpoint is damaged or was edited: use another one")
     try:
         config = Config.from_dict(payload["config"])
         model = build_model(

@@ -118,7 +118,8 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
     classes = classes_from_metadata(metadata, name)
     outputs = session.get_outputs()[0].shape
     if len(outputs) == 4 and isinstance(outputs[1], int):
-        check_class_count(name, outputs[1], classes, "its metadata's class list")
+        check_class_count(name, outputs[1], classes, "its metadata's class list",
+                          "the file is damaged or was edited: export it again")
     return session, metadata
 
 
