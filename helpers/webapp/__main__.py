@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..imageio import DEFAULT_MAX_DECODE_BYTES
     from ..predict import DEFAULT_MAX_PIXELS, Predictor
     from .app import create_app
-    from .server import make_server
+    from .server import make_server, return_freed_memory
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return_freed_memory()  # a request's peak memory does not stay resident after it
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     max_upload_bytes = int(args.max_upload_mb * 2**20)
