@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .files import atomic_write
 from .imageio import _pack_rgb, mask_grid, orient, read_photo, read_raw_mask, working_size
 from .labels import ClassInfo
 from .pairs import dataset_pairs
@@ -198,6 +199,8 @@ def _write_resized(photo, orientation, mask, grid, image_path, out_images, out_m
         size = (width, height)
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    suffix = ".jpg" if image_path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-    Image.fromarray(image).save(out_images / f"{image_path.stem}{suffix}", quality=95)
-    Image.fromarray(mask).save(out_masks / f"{image_path.stem}.png")
+    jpeg = image_path.suffix.lower() in (".jpg", ".jpeg")
+    with atomic_write(out_images / f"{image_path.stem}{'.jpg' if jpeg else '.png'}", "wb") as out:
+        Image.fromarray(image).save(out, "JPEG" if jpeg else "PNG", quality=95)
+    with atomic_write(out_masks / f"{image_path.stem}.png", "wb") as out:
+        Image.fromarray(mask).save(out, "PNG")

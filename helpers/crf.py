@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_json
+
 # A floor on the probabilities before -log: a float32 softmax underflows to exactly 0, and an
 # infinite unary would forbid a label the pairwise terms should still be able to choose.
 PROBABILITY_FLOOR = 1e-5
@@ -316,7 +318,7 @@ def choose_params(checkpoint_path: str | Path, model, val_dataset, max_images: i
         "trials": outcome["trials"],
         "seconds": outcome["seconds"],
     }
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
     return {**record, "params": outcome["best"]}
 
 

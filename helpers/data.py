@@ -17,7 +17,7 @@ Command line::
     python -m helpers.data check --pairs pairs.csv --classes classes.yaml   # MATLAB's Label_N.png
     python -m helpers.data pairs IMAGES MASKS [--out pairs.csv]   # show (or write) the pairing
     python -m helpers.data resize IMAGES MASKS --out data/mine_1024 --max-side 1024
-    python -m helpers.data split IMAGES MASKS --name mine
+    python -m helpers.data split IMAGES MASKS --name mine [--resplit]
 
 Photos keep their EXIF orientation; a mask may follow either the photo as displayed (oriented)
 or its pixels as stored (raw: what MATLAB's ``imread`` and so Image Labeler see). Each pair is
@@ -42,11 +42,15 @@ from .datasets import (
     build_datasets,
     camvid_datasets,
     camvid_pairs,
+    check_split,
     class_pixel_counts,
     dataset_name,
     evenly_spaced,
     load_or_make_split,
     median_frequency_weights,
+    read_split,
+    split_file,
+    split_name,
     split_pairs,
 )
 from .downloads import (
@@ -135,6 +139,7 @@ __all__ = [
     "camvid_manifest",
     "camvid_pairs",
     "check_dataset",
+    "check_split",
     "class_pixel_counts",
     "colorize",
     "dataset_name",
@@ -165,9 +170,12 @@ __all__ = [
     "read_pairs_file",
     "read_photo",
     "read_raw_mask",
+    "read_split",
     "resize_dataset",
     "resize_image",
     "size_mismatch",
+    "split_file",
+    "split_name",
     "split_pairs",
     "to_rgb_array",
     "verify_camvid",
@@ -205,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     resize.add_argument("--max-side", type=int, default=1024)
     split.add_argument("--name", required=True, help="writes data/splits/NAME.csv")
     split.add_argument("--seed", type=int, default=42)
+    split.add_argument("--resplit", action="store_true",
+                       help="replace a saved split that no longer matches the dataset with a "
+                            "new one (changes which photos are test photos: retrain after)")
     args = parser.parse_args(argv)
     dataset_command = args.command not in ("download", "verify")
     if dataset_command and not args.pairs_file and not args.masks_dir:
@@ -252,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             images, masks = resize_dataset(max_side=args.max_side, out_dir=args.out, **folders)
             print(f"wrote {images} and {masks}")
         elif args.command == "split":
-            parts = load_or_make_split(name=args.name, seed=args.seed, **folders)
-            print(", ".join(f"{k}: {len(v)}" for k, v in parts.items()))
+            parts = load_or_make_split(name=args.name, seed=args.seed, resplit=args.resplit,
+                                       **folders)
+            print(f"{split_file(args.name)}: "
+                  + ", ".join(f"{k}: {len(v)}" for k, v in parts.items()))
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,8 @@ import numpy as np
 from .checks import inspect_dataset, size_mismatch
 from .config import Config, project_path
 from .downloads import CAMVID_SPLITS, find_camvid
+from .errors import SplitError, one_line
+from .files import atomic_write
 from .imageio import encode_mask, mask_grid, orient, read_photo, read_raw_mask
 from .labels import CAMVID_CLASSES, ClassInfo, load_class_file
 from .pairs import _relative, dataset_pairs, pair_files
@@ -22,12 +24,18 @@ from .pairs import _relative, dataset_pairs, pair_files
 def split_pairs(
     pairs: Sequence[tuple[Path, Path]], seed: int = 42, fractions=(0.8, 0.1, 0.1)
 ) -> dict[str, list[tuple[Path, Path]]]:
-    """Return a seeded train/val/test split of pairs (sorted by name first, so it is stable)."""
+    """Return a seeded train/val/test split of pairs (sorted by name first, so it is stable).
+
+    From 3 pairs on, the validation and test splits get at least one pair each.
+    """
     ordered = sorted(pairs, key=lambda p: p[0].name)
     random.Random(seed).shuffle(ordered)
     n = len(ordered)
-    n_train = round(n * fractions[0])
     n_val = round(n * fractions[1])
+    n_test = n - round(n * fractions[0]) - n_val
+    if n >= 3:  # never an empty validation or test split (a run would score nothing)
+        n_val, n_test = max(1, n_val), max(1, n_test)
+    n_train = n - n_val - n_test
     return {
         "train": ordered[:n_train],
         "val": ordered[n_train : n_train + n_val],
@@ -35,40 +43,124 @@ def split_pairs(
     }
 
 
+SPLIT_HEADER = ("split", "image", "mask")
+
+
+def split_file(name: str, splits_dir: str | Path | None = None) -> Path:
+    """Return the path of a saved split: ``data/splits/<name>.csv`` (or under ``splits_dir``)."""
+    return Path(splits_dir or project_path("data", "splits")) / f"{name}.csv"
+
+
 def load_or_make_split(
     images_dir, masks_dir, name: str, seed: int = 42, splits_dir: str | Path | None = None,
-    pairs_file=None,
+    pairs_file=None, pairs: Sequence[tuple[Path, Path]] | None = None, resplit: bool = False,
 ) -> dict[str, list[tuple[Path, Path]]]:
     """Return the split of a dataset, reading ``data/splits/<name>.csv`` or writing it first.
 
     The CSV keeps file names only (paths relative to the pairs file's folder for a
-    ``pairs_file`` dataset), so the same split is reused on every run and machine.
+    ``pairs_file`` dataset), so the same split is reused on every run and machine. It is
+    written atomically, and checked against the dataset on every use (:func:`read_split`,
+    :func:`check_split`): a file that does not parse, pairs added to or gone from the dataset
+    since, or an empty split raise :class:`SplitError` naming the file and the fix.
+    ``resplit`` writes a new split in place of the saved one. ``pairs`` are the dataset's
+    pairs when the caller has paired it already (:func:`helpers.checks.inspect_dataset`).
     """
-    csv_path = Path(splits_dir or project_path("data", "splits")) / f"{name}.csv"
+    csv_path = split_file(name, splits_dir)
     if pairs_file:
         base = Path(pairs_file).parent
         bases = (base, base)
     else:
         bases = (Path(images_dir), Path(masks_dir))
-    if csv_path.is_file():
-        split: dict[str, list[tuple[Path, Path]]] = {s: [] for s in CAMVID_SPLITS}
-        with csv_path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                split[row["split"]].append((bases[0] / row["image"], bases[1] / row["mask"]))
+    if pairs is None:
+        pairs, problems = dataset_pairs(images_dir, masks_dir, pairs_file)
+        if problems:
+            raise ValueError("cannot split, fix these first:\n" + "\n".join(problems))
+    if csv_path.is_file() and not resplit:
+        split = read_split(csv_path, bases)
+        check_split(split, pairs, csv_path)
         return split
-    pairs, problems = dataset_pairs(images_dir, masks_dir, pairs_file)
-    if problems:
-        raise ValueError("cannot split, fix these first:\n" + "\n".join(problems))
+    if len(pairs) < 3:
+        raise SplitError(f"{len(pairs)} image/mask pair(s): a train, a validation and a test "
+                         "split need at least 3 (10 or more to be of use)")
     split = split_pairs(pairs, seed)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with csv_path.open("w", newline="") as handle:
+    with atomic_write(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "image", "mask"])
+        writer.writerow(SPLIT_HEADER)
         for split_name in CAMVID_SPLITS:
             for image_path, mask_path in split[split_name]:
                 writer.writerow([split_name, _relative(image_path, bases[0]),
                                  _relative(mask_path, bases[1])])
     return split
+
+
+_RESPLIT = ("make a new one with --resplit (python -m helpers.data split ... --resplit, or "
+            "helpers.train --resplit; it changes which photos are test photos, so retrain "
+            "before scoring)")
+
+
+def read_split(csv_path: str | Path, bases: tuple[Path, Path]) -> dict[str, list[tuple[Path, Path]]]:
+    """Return a saved split's pairs by split, paths joined to ``bases`` (images, masks folders).
+
+    Raises :class:`SplitError` (naming the file and line) for a header or a row that does not
+    parse, or a pair listed twice: what a write cut short or an edit by hand leaves.
+    """
+    csv_path = Path(csv_path)
+    split: dict[str, list[tuple[Path, Path]]] = {s: [] for s in CAMVID_SPLITS}
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise SplitError(f"{csv_path}: not a split file ({one_line(error)}); {_RESPLIT}") from None
+    if not rows or tuple(cell.strip().lower() for cell in rows[0]) != SPLIT_HEADER:
+        got = ",".join(rows[0]) if rows else "an empty file"
+        raise SplitError(f"{csv_path}, line 1: expected the header 'split,image,mask', got "
+                         f"{got[:60]!r}; the file is damaged or not a split: {_RESPLIT}")
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = [cell.strip() for cell in row]
+        if len(cells) != 3 or cells[0] not in CAMVID_SPLITS or not cells[1] or not cells[2]:
+            raise SplitError(f"{csv_path}, line {line}: expected 'train|val|test,IMAGE,MASK', "
+                             f"got {','.join(row)[:80]!r} (a file cut short?): {_RESPLIT}")
+        if (cells[1], cells[2]) in seen:
+            raise SplitError(f"{csv_path}, line {line}: {cells[1]} is listed again (first on "
+                             f"line {seen[cells[1], cells[2]]}): {_RESPLIT}")
+        seen[cells[1], cells[2]] = line
+        split[cells[0]].append((bases[0] / cells[1], bases[1] / cells[2]))
+    return split
+
+
+def check_split(split: dict[str, list[tuple[Path, Path]]], pairs: Sequence[tuple[Path, Path]],
+                csv_path: str | Path) -> None:
+    """Raise :class:`SplitError` unless a saved split holds exactly the dataset's ``pairs`` and
+    none of its train, validation and test splits is empty."""
+    def key(pair):
+        return tuple(Path(p).resolve() for p in pair)
+
+    listed = {key(pair): pair for pairs_of_split in split.values() for pair in pairs_of_split}
+    present = {key(pair): pair for pair in pairs}
+    added = [present[k][0].name for k in present.keys() - listed.keys()]
+    gone = [listed[k][0].name for k in listed.keys() - present.keys()]
+    found = []
+    if added:
+        found.append(f"{len(added)} pair(s) of the dataset are not in it, added since it was "
+                     f"made ({_names(added)})")
+    if gone:
+        found.append(f"{len(gone)} of its pair(s) are no longer in the dataset, removed, renamed "
+                     f"or re-paired ({_names(gone)})")
+    if found:
+        raise SplitError(f"{csv_path}: the saved split does not match the dataset: "
+                         f"{'; '.join(found)}. Restore the dataset, or {_RESPLIT}")
+    for name, title in (("train", "training"), ("val", "validation"), ("test", "test")):
+        if not split[name]:
+            raise SplitError(f"{csv_path}: the {title} split is empty (no row starts with "
+                             f"'{name},'): {_RESPLIT}")
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def camvid_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
@@ -197,11 +289,14 @@ def camvid_datasets(config: Config, root: str | Path | None = None, train_transf
     return datasets
 
 
-def build_datasets(config: Config, train_transform=None, eval_transform=None):
+def build_datasets(config: Config, train_transform=None, eval_transform=None,
+                   resplit: bool = False):
     """Return the train/val/test datasets a configuration names (CamVid or a folder dataset).
 
-    A folder dataset (two folders, or a pairs file) is checked first (:func:`inspect_dataset`)
-    and split 80/10/10 with the split saved under ``data/splits/``.
+    A folder dataset (two folders, or a pairs file) is paired and checked first
+    (:func:`inspect_dataset`) and split 80/10/10 with the split saved as
+    ``data/splits/<split_name(config)>.csv`` and checked on every use
+    (:func:`load_or_make_split`; ``resplit`` replaces it with a new split).
     """
     if config.dataset == "camvid":
         return camvid_datasets(config, None, train_transform, eval_transform)
@@ -223,12 +318,9 @@ def build_datasets(config: Config, train_transform=None, eval_transform=None):
         )
     for note in found.notes:
         print(f"note: {note}")
-    if config.pairs_file:
-        name = config.split_name or Path(config.pairs_file).stem
-    else:
-        name = config.split_name or Path(config.images_dir).resolve().parent.name
-    split = load_or_make_split(config.images_dir, config.masks_dir, name, config.seed,
-                               pairs_file=config.pairs_file)
+    split = load_or_make_split(config.images_dir, config.masks_dir, split_name(config),
+                               config.seed, pairs_file=config.pairs_file, pairs=found.pairs,
+                               resplit=resplit)
     transforms = {
         "train": train_transform or default_train(config.crop_size, config.rotate_limit,
                                                    config.scale_limit),
@@ -253,6 +345,12 @@ def dataset_name(config: Config) -> str:
         return "folder"
     images = Path(config.images_dir).resolve()
     return images.parent.name if images.name.lower() == "images" else images.name
+
+
+def split_name(config: Config) -> str:
+    """Return the name of a folder dataset's saved split (``data/splits/<name>.csv``): the
+    configuration's ``split_name``, else the dataset's name (:func:`dataset_name`)."""
+    return config.split_name or dataset_name(config)
 
 
 def evenly_spaced(items: Sequence, count: int) -> list:

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from .config import project_path
+from .files import atomic_write
 from .imageio import list_images
 
 CAMVID_ENV = "CAMVID_DIR"
@@ -234,25 +235,24 @@ def download_campus(dest: str | Path | None = None, base_url: str = CAMPUS_URL,
               disable=not progress or not missing) as bar:
         for name, (size, sha256) in missing.items():
             url = base_url + name
-            partial = dest / f".{name}.part"
-            digest = hashlib.sha256()
+            digest, got = hashlib.sha256(), 0
             try:
-                with urllib.request.urlopen(url, timeout=30) as response, partial.open("wb") as out:
+                # Written under a temporary name and kept only when size and hash match.
+                with urllib.request.urlopen(url, timeout=30) as response, \
+                        atomic_write(dest / name, "wb") as out:
                     while chunk := response.read(1 << 16):
                         out.write(chunk)
                         digest.update(chunk)
+                        got += len(chunk)
                         bar.update(len(chunk))
+                    if got != size or digest.hexdigest() != sha256:
+                        raise ValueError(f"{url}: got {got} bytes with SHA-256 "
+                                         f"{digest.hexdigest()}, expected {size} bytes with "
+                                         f"SHA-256 {sha256}; try again")
             except OSError as error:
-                partial.unlink(missing_ok=True)
                 raise FileNotFoundError(
                     f"could not download {url} ({error}). The campus photos are optional: the "
                     f"notebooks skip their campus cells without them, or set {CAMPUS_ENV} to a "
                     "folder of your own photos"
                 ) from error
-            if partial.stat().st_size != size or digest.hexdigest() != sha256:
-                got = partial.stat().st_size
-                partial.unlink()
-                raise ValueError(f"{url}: got {got} bytes with SHA-256 {digest.hexdigest()}, "
-                                 f"expected {size} bytes with SHA-256 {sha256}; try again")
-            partial.replace(dest / name)
     return dest

@@ -2,7 +2,8 @@
 
 Each is a ``ValueError`` whose message names the file and what to do about it. The command
 lines, the web app and the notebooks' loaders catch :class:`InputError` and show that one
-line (exit code 2 on a command line), never a traceback.
+line (exit code 2 on a command line), never a traceback. docs/bad-input.md lists what each
+kind of bad input gets.
 """
 
 from __future__ import annotations
@@ -26,3 +27,21 @@ class SplitError(InputError):
 
 class PhotoError(InputError):
     """A photo that cannot be read: not an accepted format, corrupt, or too large to decode."""
+
+
+class ImageTooLarge(PhotoError):
+    """A photo with more pixels, or whose decoding needs more memory, than the limits allow.
+
+    Refused from the file's header, before any pixel is decoded (the web app answers 413).
+    """
+
+
+class UnsupportedPhotoFormat(PhotoError):
+    """A file that is not a photo in one of the accepted formats (the web app answers 415)."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Return ``text`` as one line of at most ``limit`` characters (for a library's message
+    quoted inside ours: some span several lines or a paragraph)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."

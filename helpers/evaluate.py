@@ -125,7 +125,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     ``runtime`` entry says which ran, in which precision, and why. ``scales`` other than
     ``(1.0,)`` adds multi-scale test-time augmentation (run by PyTorch).
     """
-    from .checkpoint import load_model
+    from .checkpoint import check_class_count, load_model
     from .datasets import build_datasets
     from .inference import pick_device
     from .runtime import open_runtime
@@ -133,8 +133,11 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     device = pick_device(device)
     model, info = load_model(checkpoint)
     config = info["config"]
-    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
     dataset = build_datasets(config)[split]
+    # A class file edited since training would score a model against other classes.
+    check_class_count(checkpoint, model.num_classes, dataset.classes,
+                      f"the class file {config.class_file}" if config.class_file else "CamVid")
+    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
     # The runtime's own PyTorch module where it has one: scoring then stays on its device.
     model = loaded.model if loaded.model is not None else model
     result = evaluate(model, dataset, config.batch_size, loaded.dtype, tta_flip=tta_flip,

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import check_class_count, load_model
+from .errors import CheckpointError, ClassFileError, one_line
+from .files import write_bytes
 from .inference import STRIDE
 from .labels import ClassInfo
 
@@ -78,10 +80,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     data = proto.SerializeToString()
     if out is None:
         return data
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    return out
+    return write_bytes(out, data)
 
 
 def load_onnx(source: str | Path | bytes, threads: int | None = None):
@@ -101,22 +100,37 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
         # As PyTorch's OpenMP threads: idle threads sleep rather than spin after a run, which on
         # 2 cores would slow whatever runs next (resizing, upsampling, another runtime).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    name = "ONNX model"
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file (make one with python -m helpers.export)")
-        source = str(path)
-    session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        source = name = str(path)
+    try:
+        session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - onnxruntime's own exception types
+        raise CheckpointError(f"{name}: not an ONNX model onnxruntime can load "
+                              f"({one_line(error, 160)}); export one with python -m "
+                              "helpers.export") from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     if "classes" not in metadata:
-        raise ValueError(f"{source if isinstance(source, str) else 'ONNX model'}: no class metadata; "
-                         "export it with python -m helpers.export")
+        raise CheckpointError(f"{name}: no class metadata; export it with python -m helpers.export")
+    classes = classes_from_metadata(metadata, name)
+    outputs = session.get_outputs()[0].shape
+    if len(outputs) == 4 and isinstance(outputs[1], int):
+        check_class_count(name, outputs[1], classes, "its metadata's class list",
+                          "the file is damaged or was edited: export it again")
     return session, metadata
 
 
-def classes_from_metadata(metadata: dict) -> ClassInfo:
-    """Return the label set stored in an exported model's metadata."""
-    return ClassInfo.from_dict(json.loads(metadata["classes"]))
+def classes_from_metadata(metadata: dict, source: str = "ONNX model") -> ClassInfo:
+    """Return the label set stored in an exported model's metadata (``source`` names the file
+    in errors)."""
+    try:
+        return ClassInfo.from_dict(json.loads(metadata["classes"]))
+    except (json.JSONDecodeError, ClassFileError) as error:
+        raise CheckpointError(f"{source}: its class metadata is invalid ({one_line(error, 160)}); "
+                              "export it again with python -m helpers.export") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,10 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[I
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                              dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); the result gets the mode a plain open() would
+        # give it (or keeps the mode of the file it replaces), so others can still read it.
+        with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows
+            os.fchmod(descriptor, _mode_for(path))
         with os.fdopen(descriptor, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -44,6 +48,24 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[I
             os.unlink(temporary)
         raise
     _fsync_folder(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _current_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which would race with
+    # other threads creating files.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def _fsync_folder(folder: Path) -> None:

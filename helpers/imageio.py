@@ -1,8 +1,19 @@
 """Photos and masks in and out: the one photo decoder, mask reading, long-side scaling, encoding.
 
-:func:`decode_photo` decodes every photo the project reads (the datasets through
-:func:`read_image`, prediction and the web app directly): a size guard before decoding,
-EXIF orientation, and reduced-scale JPEG decoding when a smaller picture is enough.
+:func:`decode_photo` decodes every photo the project reads for prediction and the web app
+(the datasets read theirs through :func:`read_photo`), with bounded memory:
+
+* only the photo formats of :func:`photo_formats` are opened (JPEG, PNG, WebP, TIFF, BMP, GIF,
+  MPO; HEIF where a plugin such as pillow-heif is installed): Pillow's other decoders (EPS
+  through Ghostscript, PSD, ICO, ...) are never reached;
+* the pixel count and the memory decoding will take (:func:`decoding_bytes`, from the header:
+  the decoded picture at the bit depth Pillow keeps, plus what each decoder holds beside it)
+  are checked against their limits before any pixel is decoded;
+* large JPEGs decode directly at 1/2, 1/4 or 1/8 scale (PIL draft mode); other formats are
+  converted to 8 bits and shrunk by an integer factor a band of rows at a time, so no
+  full-size copy is made beside the decoded picture (16-bit pictures never become floats);
+* one decode runs at a time in a process (:data:`DECODE_SLOTS`): concurrent requests queue
+  instead of multiplying the memory.
 
 Photos keep their EXIF orientation; a mask may follow either the photo as displayed (oriented)
 or its pixels as stored (raw: what MATLAB's ``imread`` and so Image Labeler see).
@@ -12,70 +23,303 @@ Every mask read here holds class ids ``0..num_classes-1`` and :data:`IGNORE_INDE
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import re
+import threading
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageTooLarge, PhotoError, UnsupportedPhotoFormat, one_line
 from .labels import ClassInfo
 from .metrics import IGNORE_INDEX
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
+# The formats photos are read from (Pillow's names); HEIF joins where a plugin provides it.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "MPO")
+FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "BMP": "BMP",
+                "GIF": "GIF", "MPO": "MPO", "HEIF": "HEIC/HEIF"}
+# Memory one decode may take (see decoding_bytes). Pillow keeps up to 4 bytes per pixel, so a
+# 60-megapixel PNG or TIFF fits; a WebP decoder holds about four copies of its picture (up to
+# 16 MP here), and a progressive JPEG all its DCT coefficients (2 bytes per sample).
+DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
+# Decodes that run at once in this process; the others wait their turn.
+DECODE_SLOTS = 1
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+# Rows are converted to 8-bit RGB (and shrunk) in bands of about this many pixels.
+BAND_PIXELS = 1 << 21
+
+__all__ = ["ImageTooLarge"]  # re-exported: defined with the other typed errors
 
 
-class ImageTooLarge(ValueError):
-    """An image with more pixels than the configured limit (refused before decoding)."""
+@functools.cache
+def photo_formats() -> tuple[str, ...]:
+    """Return the Pillow formats photos are opened with: :data:`PHOTO_FORMATS`, plus ``HEIF``
+    when the pillow-heif plugin is installed (it is not a dependency of the project)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return PHOTO_FORMATS
+    register_heif_opener()
+    return (*PHOTO_FORMATS, "HEIF")
 
 
-def decode_photo(source, max_pixels: int | None = None, max_side: int | None = None):
+@functools.cache
+def _opened_formats() -> tuple[str, ...]:
+    """The accepted formats that Pillow opens by name (an MPO file is opened by the JPEG
+    plugin, which recognises its second picture)."""
+    Image.init()
+    return tuple(f for f in photo_formats() if f in Image.OPEN)
+
+
+def accepted_formats_text() -> str:
+    """Return the accepted photo formats as words: ``JPEG, PNG, WebP, TIFF, BMP, GIF or MPO``."""
+    names = [FORMAT_NAMES.get(f, f) for f in photo_formats()]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def open_photo(source) -> Image.Image:
+    """Return a photo opened (header read, nothing decoded) in one of :func:`photo_formats`.
+
+    ``source`` is a path or a file object. Raises :class:`UnsupportedPhotoFormat` for any other
+    file (saying what it looks like when it is a common document or image type),
+    :class:`ImageTooLarge` over Pillow's own decompression-bomb limit and :class:`PhotoError`
+    for a damaged header. A missing file raises ``FileNotFoundError``.
+    """
+    try:
+        image = Image.open(source, formats=_opened_formats())
+    except Image.DecompressionBombError as error:
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found[1]):,} pixels" if found else "more pixels than any photo"
+        raise ImageTooLarge(f"image has {size}, over Pillow's decompression-bomb limit of "
+                            f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except UnidentifiedImageError:
+        what = _looks_like(source)
+        raise UnsupportedPhotoFormat(
+            f"{what + ', ' if what else ''}not an image in an accepted format: use a "
+            f"{accepted_formats_text()} file") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # PIL's ways of saying "damaged"
+        raise PhotoError(f"not an image file that can be read ({one_line(error)})") from None
+    if image.format not in photo_formats():  # a format a plugin opens beside its own (none now)
+        image.close()
+        raise UnsupportedPhotoFormat(f"a {image.format} image, not one of the accepted formats: "
+                                     f"use a {accepted_formats_text()} file")
+    return image
+
+
+# Leading bytes of files people upload by mistake, to say what they sent.
+_SIGNATURES = (
+    (b"%PDF", "a PDF document"), (b"%!PS", "a PostScript or EPS file"),
+    (b"\xc5\xd0\xd3\xc6", "an EPS file"), (b"8BPS", "a Photoshop (PSD) file"),
+    (b"\x00\x00\x01\x00", "an icon (ICO) file"), (b"PK\x03\x04", "a ZIP archive"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 file"), (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 file"),
+    (b"<svg", "an SVG drawing"), (b"<?xml", "an XML (perhaps SVG) file"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _looks_like(source) -> str:
+    """Return what an unaccepted file seems to be (``a PDF document``, ``a text file``...), or
+    an empty string."""
+    try:
+        if isinstance(source, str | Path):
+            with open(source, "rb") as handle:
+                head = handle.read(64)
+        else:
+            position = source.tell()
+            source.seek(0)
+            head = source.read(64)
+            source.seek(position)
+    except (OSError, AttributeError):
+        return ""
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[4:8] == b"ftyp":
+        if head[8:12] in _HEIF_BRANDS:
+            return "a HEIC/HEIF photo (read only where the pillow-heif plugin is installed)"
+        if head[8:12] in (b"avif", b"avis"):
+            return "an AVIF image"
+        return "a video or MP4-family file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:  # a character cut at the end of the 64 bytes is fine
+        text = head[:error.start].decode("utf-8") if error.start > len(head) - 4 else ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "a text file"
+    return ""
+
+
+def pillow_bytes_per_pixel(mode: str) -> int:
+    """Return the bytes Pillow keeps per pixel of a decoded picture in ``mode``: 1 for the
+    8-bit one-band modes, 2 for 16-bit, 4 for every other mode (RGB is stored as RGBX)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def decoding_bytes(image: Image.Image, stored_size: tuple[int, int] | None = None) -> int:
+    """Return the bytes decoding an opened (not yet loaded) picture will hold at its peak.
+
+    The decoded picture at the size it will decode to (after :meth:`PIL.Image.Image.draft`)
+    and the bit depth Pillow keeps, plus what the format's decoder holds beside it, measured
+    with this project's Pillow: a WebP decoder keeps its own canvases (four copies in all), a
+    compressed BMP is decoded in Python (three copies), a TIFF decodes one strip or tile at a
+    time into a buffer of its own, and a progressive (or otherwise multi-scan) JPEG holds the
+    DCT coefficients of the whole picture at ``stored_size`` (width, height; default: its
+    size now), whatever its draft scale.
+    """
+    width, height = image.size
+    decoded = width * height * pillow_bytes_per_pixel(image.mode)
+    codec = image.tile[0][0] if image.tile else ""
+    if image.format == "WEBP":
+        return 4 * decoded
+    if image.format == "HEIF":
+        return 2 * decoded  # the plugin's own decoded picture, then Pillow's copy
+    if codec in ("bmp_rle", "bmp_rle4", "bmp_rle8"):
+        return 3 * decoded
+    if image.format == "TIFF":
+        return decoded + _tiff_buffer_bytes(image)
+    if image.format in ("JPEG", "MPO") and _jpeg_keeps_coefficients(image):
+        return decoded + _jpeg_coefficient_bytes(image.layer, stored_size or image.size)
+    return decoded
+
+
+def _tiff_buffer_bytes(image: Image.Image) -> int:
+    """Return the bytes of the largest strip or tile of a TIFF, decompressed."""
+    tags = image.tag_v2
+    width, height = image.size
+    bits = tags.get(258, (8,))
+    bits = sum(bits) if isinstance(bits, tuple) else int(bits) * int(tags.get(277, 1))
+    if 322 in tags and 323 in tags:  # tiled
+        return math.ceil(int(tags[322]) * bits / 8) * int(tags[323])
+    rows = min(int(tags.get(278, height) or height), height)
+    return math.ceil(width * bits / 8) * rows
+
+
+def _jpeg_keeps_coefficients(image: Image.Image) -> bool:
+    """Return whether libjpeg must buffer a JPEG's whole coefficient array: a progressive
+    file, or one whose first scan does not hold every component (several scans)."""
+    if image.info.get("progressive") or image.info.get("progression"):
+        return True
+    handle = image.fp
+    position = handle.tell()
+    try:
+        handle.seek(0)
+        return _first_scan_components(handle) < len(image.layer)
+    except (OSError, ValueError, IndexError):
+        return True  # unreadable markers: count the memory rather than risk it
+    finally:
+        handle.seek(position)
+
+
+def _first_scan_components(handle) -> int:
+    """Return the number of components in a JPEG stream's first scan (its SOS header)."""
+    if handle.read(2) != b"\xff\xd8":
+        raise ValueError("no JPEG start marker")
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            raise ValueError("no start of scan")
+        if byte != b"\xff":
+            continue
+        marker = handle.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = handle.read(1)
+        if not marker or marker == b"\xd9":
+            raise ValueError("no start of scan")
+        if marker in (b"\x00", b"\x01") or b"\xd0" <= marker <= b"\xd8":
+            continue  # markers without a length
+        length = int.from_bytes(handle.read(2), "big")
+        if marker == b"\xda":
+            return handle.read(1)[0]
+        if length < 2:
+            raise ValueError("damaged marker")
+        handle.seek(length - 2, io.SEEK_CUR)
+
+
+def _jpeg_coefficient_bytes(layers, size: tuple[int, int]) -> int:
+    """Return the bytes of a JPEG's DCT coefficients at ``size`` (2 bytes per sample), from
+    its components' sampling factors (Pillow's ``layer``: id, h, v, table)."""
+    width, height = size
+    samples = [(h, v) for _, h, v, _ in layers]
+    h_max, v_max = max(h for h, _ in samples), max(v for _, v in samples)
+    blocks = sum((math.ceil(width * h / (8 * h_max)) + h) * (math.ceil(height * v / (8 * v_max)) + v)
+                 for h, v in samples)
+    return blocks * 64 * 2
+
+
+def decode_photo(source, max_pixels: int | None = None, max_side: int | None = None,
+                 max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES):
     """Return ``(image, full_size)``: the photo as RGB uint8 and its (height, width) after EXIF.
 
-    ``source`` is a path, bytes or a file object. With ``max_side`` the image may come back
-    smaller than ``full_size`` (long side at least ``max_side`` when the photo is that large):
-    JPEGs decode directly at 1/2, 1/4 or 1/8 scale (PIL draft mode, several times faster),
-    other formats are decoded and shrunk. Grayscale, palette, RGBA, CMYK and 16-bit images are
-    converted. Raises :class:`ImageTooLarge` over ``max_pixels`` (checked from the header,
-    before decoding) and ``ValueError`` for anything that is not a readable image.
+    ``source`` is a path, bytes or a file object in an accepted format (:func:`photo_formats`).
+    With ``max_side`` the image may come back smaller than ``full_size`` (long side at least
+    ``max_side`` when the photo is that large): JPEGs decode directly at 1/2, 1/4 or 1/8
+    scale (PIL draft mode, several times faster), other formats are shrunk by an integer
+    factor while they are converted. Grayscale, palette, RGBA, CMYK and 16-bit images are
+    converted to 8-bit RGB. Raises :class:`ImageTooLarge` over ``max_pixels`` or when
+    decoding would take more than ``max_decode_bytes`` (both checked from the header, before
+    decoding), :class:`UnsupportedPhotoFormat` for any other file and :class:`PhotoError` for
+    a damaged one. Decodes one at a time (:data:`DECODE_SLOTS`).
     """
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
-            raise ValueError("the file is empty (0 bytes)")
+            raise PhotoError("the file is empty (0 bytes)")
         source = io.BytesIO(source)
-    try:
-        image = Image.open(source)
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(str(error)) from error
-    except UnidentifiedImageError as error:
-        raise ValueError("not an image file (unknown format)") from error
-    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "damaged"
-        raise ValueError(f"not an image file that can be read ({error})") from error
+    image = open_photo(source)
     with image:
         stored_width, stored_height = image.size
         if max_pixels is not None and stored_width * stored_height > max_pixels:
             raise ImageTooLarge(
                 f"image is {stored_width}x{stored_height} pixels, more than the limit of "
                 f"{max_pixels:,} pixels")
-        try:
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
-        except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
-            orientation = 1
-        full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
-                     else (stored_height, stored_width))
-        if max_side and max(stored_width, stored_height) > max_side and image.format == "JPEG":
-            scale = max_side / max(stored_width, stored_height)
+        factor = 1
+        long_side = max(stored_width, stored_height)
+        if max_side and long_side > max_side and image.format in ("JPEG", "MPO"):
+            scale = max_side / long_side
             image.draft(None, (math.ceil(stored_width * scale), math.ceil(stored_height * scale)))
-        try:
-            image.load()
-            array = to_rgb_array(ImageOps.exif_transpose(image) if orientation != 1 else image)
-        except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
-            raise ValueError(f"the image data cannot be decoded ({error})") from error
-    if max_side and max(array.shape[:2]) > 2 * max_side:
+        elif max_side and long_side > 2 * max_side:
+            # Shrunk while converting (block means) to at least the size asked for; the area
+            # resampling below then takes it to that size, as it does a full decode.
+            factor = long_side // max_side
+        needed = decoding_bytes(image, (stored_width, stored_height))
+        if max_decode_bytes is not None and needed > max_decode_bytes:
+            raise ImageTooLarge(
+                f"decoding this {stored_width}x{stored_height} {image.format} image would take "
+                f"{needed / 2**20:,.0f} MB of memory, more than the limit of "
+                f"{max_decode_bytes / 2**20:,.0f} MB")
+        with _decode_slots:
+            try:
+                image.load()
+                array = to_rgb_array(image, factor)
+            except Exception as error:  # noqa: BLE001 - decoders raise many types on damaged data
+                raise PhotoError(f"the image data cannot be decoded ({one_line(error)})") from None
+            # Read after decoding: a PNG's EXIF block may follow its pixels, and Pillow decodes
+            # the whole picture to reach it.
+            orientation = _orientation(image)
+    full_size = ((stored_width, stored_height) if orientation in (5, 6, 7, 8)
+                 else (stored_height, stored_width))
+    array = orient(array, orientation)
+    if max_side and (factor > 1 or max(array.shape[:2]) > 2 * max_side):
         array = resize_image(array, working_size(*array.shape[:2], max_side))
     return array, full_size
+
+
+def _orientation(image: Image.Image) -> int:
+    """Return a loaded image's EXIF orientation (1-8; 1 when absent or damaged)."""
+    try:
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: show the pixels as stored
+        return 1
+    return orientation if orientation in range(1, 9) else 1
 
 
 def read_image(source, max_pixels: int | None = None) -> np.ndarray:
@@ -86,7 +330,7 @@ def read_image(source, max_pixels: int | None = None) -> np.ndarray:
     (:class:`ImageTooLarge`, a ``ValueError``), which stops decompression bombs; see
     :func:`decode_photo`.
     """
-    return decode_photo(source, max_pixels)[0]
+    return decode_photo(source, max_pixels, max_decode_bytes=None)[0]
 
 
 EXIF_ORIENTATION = 0x0112
@@ -96,7 +340,7 @@ def read_photo(source) -> tuple[np.ndarray, int]:
     """Return ``(rgb, orientation)``: the pixels as stored (H, W, 3 uint8) and the EXIF
     orientation (1-8, 1 = none) that displays them upright; ``orient(rgb, orientation)`` equals
     :func:`read_image`."""
-    with Image.open(source) as image:
+    with open_photo(source) as image:
         image.load()
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
         orientation = orientation if orientation in range(1, 9) else 1
@@ -184,28 +428,69 @@ def _edge_agreement(photo: np.ndarray, mask: np.ndarray, max_side: int = 384) ->
     return float(magnitude[boundary].mean() / (magnitude.mean() + 1e-6))
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """Return a decoded PIL image as RGB uint8 (H, W, 3): 16-bit scaled, alpha over white."""
+def to_rgb_array(image: Image.Image, reduce: int = 1) -> np.ndarray:
+    """Return a decoded PIL image as RGB uint8 (H, W, 3): 16-bit scaled, alpha over white.
+
+    ``reduce`` shrinks it by that integer factor (the mean of each ``reduce`` x ``reduce``
+    block; sizes rounded up). Converted a band of rows at a time: beside the decoded picture,
+    only one band is ever held at more than 8 bits per channel.
+    """
+    width, height = image.size
+    convert = _band_converter(image)
+    out = np.empty((math.ceil(height / reduce), math.ceil(width / reduce), 3), dtype=np.uint8)
+    rows = max(1, BAND_PIXELS // max(1, width) // reduce) * reduce
+    for top in range(0, height, rows):
+        band = image if rows >= height else image.crop((0, top, width, min(height, top + rows)))
+        converted = convert(band)
+        if reduce > 1:
+            converted = converted.reduce(reduce)
+        pixels = np.asarray(converted, dtype=np.uint8)
+        out[top // reduce: top // reduce + pixels.shape[0]] = (
+            pixels[..., None] if pixels.ndim == 2 else pixels)
+    return out
+
+
+def _band_converter(image: Image.Image):
+    """Return a function turning a band of ``image`` into an 8-bit PIL image (``L`` or
+    ``RGB``), with the scale of 16-bit and float pictures taken from the whole picture."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
-        gray = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        # Scaled to 8 bits from the 16-bit range (or kept when no value exceeds 255), rounded,
+        # in integers: never a float copy of the picture.
+        peak = 65535 if (image.getextrema()[1] or 0) > 255 else 255
+
+        def convert(band):
+            values = np.asarray(band).astype(np.int32)  # 65535 * 510 fits
+            np.clip(values, 0, peak, out=values)
+            values *= 510
+            values += peak
+            values //= 2 * peak  # round(value / peak * 255)
+            return Image.fromarray(values.astype(np.uint8))
+
+        return convert
     if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        gray = np.clip(values / max(values.max(initial=1.0), 1e-9) * 255.0, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        peak = max(float(image.getextrema()[1]), 1.0)
+
+        def convert(band):
+            values = np.asarray(band).astype(np.float64)
+            values /= peak
+            values *= 255.0
+            return Image.fromarray(np.clip(values, 0, 255, out=values).astype(np.uint8))
+
+        return convert
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        # Composite transparent pixels on white, as a browser shows them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        def convert(band):
+            # Transparent pixels composited on white, as a browser shows them.
+            rgba = band.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+
+        return convert
+    return lambda band: band.convert("RGB")
 
 
 def read_raw_mask(path: str | Path) -> np.ndarray:
     """Return a mask file as stored: (H, W) of class values, or (H, W, 3) for colour masks."""
-    with Image.open(path) as image:
+    with open_photo(path) as image:
         image.load()
         if image.mode == "P":
             # Palette masks: the palette index is the class value.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ClassFileError, one_line
 from .metrics import IGNORE_INDEX
 
 
@@ -58,29 +59,78 @@ class ClassInfo:
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassInfo:
-        """Build a label set from class-file data (see :func:`load_class_file`)."""
-        entries = sorted(data["classes"], key=lambda c: int(c["id"]))
+        """Build a label set from class-file data (see :func:`load_class_file`).
+
+        Raises :class:`ClassFileError` (one line saying what is wrong) unless there are at
+        least two classes, each with an integer id in 0..255 and a name, ids, names and colours
+        are unique, and each colour is three integers in 0..255.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            raise ClassFileError(f"expected a 'classes' list, got {_shown(data)}")
         ignore_id = data.get("ignore_index")
-        ignore_id = None if ignore_id is None else int(ignore_id)
+        ignore_id = None if ignore_id is None else _byte(ignore_id, "ignore_index")
         ignore_color = None
         kept = []
-        for entry in entries:
-            if ignore_id is not None and int(entry["id"]) == ignore_id:
+        for number, entry in enumerate(data["classes"], start=1):
+            if not isinstance(entry, dict) or "id" not in entry or "name" not in entry:
+                raise ClassFileError(f"class {number} must have an id and a name, got {_shown(entry)}")
+            class_id = _byte(entry["id"], f"the id of class {entry['name']!r}")
+            color = entry.get("color")
+            color = None if color in (None, "", []) else _color(color, entry["name"])
+            if ignore_id is not None and class_id == ignore_id:
                 # An entry for the ignore id only gives the colour of unlabelled pixels.
-                ignore_color = tuple(entry["color"]) if entry.get("color") else None
+                ignore_color = color
                 continue
-            kept.append(entry)
-        names = tuple(str(e["name"]) for e in kept)
-        colors = tuple(
-            tuple(int(v) for v in e["color"]) if e.get("color") else default_color(i)
-            for i, e in enumerate(kept)
-        )
-        ids = tuple(int(e["id"]) for e in kept)
-        if any(not 0 <= i <= 255 for i in ids):
-            raise ValueError("class ids must lie in 0..255 (8-bit masks)")
-        if len(set(ids)) != len(ids):
-            raise ValueError("class ids must be unique")
+            name = str(entry["name"]).strip()
+            if not name:
+                raise ClassFileError(f"class {number} (id {class_id}) has an empty name")
+            kept.append((class_id, name, color))
+        kept.sort(key=lambda entry: entry[0])
+        names = tuple(name for _, name, _ in kept)
+        colors = tuple(color or default_color(i) for i, (_, _, color) in enumerate(kept))
+        ids = tuple(class_id for class_id, _, _ in kept)
+        if len(kept) < 2:
+            raise ClassFileError(f"{len(kept)} class(es) besides the ignored one; a segmentation "
+                                 "needs at least two")
+        for what, values in (("id", ids), ("name", names), ("colour", colors)):
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                shown = ", ".join(str(list(v)) if isinstance(v, tuple) else repr(v)
+                                  for v in repeated)
+                raise ClassFileError(f"each class needs its own {what}: {shown} appears more "
+                                     "than once")
+        if ignore_color is not None and ignore_color in colors:
+            raise ClassFileError(f"the colour of unlabelled pixels {list(ignore_color)} is also "
+                                 f"the colour of class {names[colors.index(ignore_color)]!r}")
         return cls(names, colors, ids, ignore_id, ignore_color)
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _byte(value, what: str) -> int:
+    """Return an integer 0..255 (a mask value), or raise :class:`ClassFileError`."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ClassFileError(f"{what} must be an integer from 0 to 255, got {_shown(value)}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ClassFileError(f"{what} must be an integer from 0 to 255, got {_shown(value)}") from None
+    if not 0 <= number <= 255:
+        raise ClassFileError(f"{what} is {number}: ids must lie in 0..255 (8-bit masks)")
+    return number
+
+
+def _color(value, name) -> tuple[int, int, int]:
+    """Return an (r, g, b) colour of integers 0..255, or raise :class:`ClassFileError`."""
+    if (not isinstance(value, list | tuple) or len(value) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255
+                   for v in value)):
+        raise ClassFileError(f"class {name!r} has colour {_shown(value)}: a colour is three "
+                             "integers from 0 to 255, e.g. [128, 64, 128]")
+    return tuple(value)
 
 
 CAMVID_CLASSES = ClassInfo(
@@ -104,26 +154,53 @@ def default_color(index: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(40, 230, size=3))
 
 
+CLASS_FILE_EXAMPLE = ('{"classes": [{"id": 0, "name": "sky", "color": [128, 128, 128]}, '
+                      '{"id": 1, "name": "road", "color": [128, 64, 128]}], "ignore_index": 11}')
+
+
 def load_class_file(path: str | Path) -> ClassInfo:
-    """Read a class file (YAML or JSON) shaped like
-    ``{"classes": [{"id": 0, "name": "sky", "color": [128, 128, 128]}, ...], "ignore_index": 11}``.
+    """Read a class file (YAML or JSON) shaped like :data:`CLASS_FILE_EXAMPLE`.
+
+    Raises :class:`ClassFileError` with one line naming the file, where it does not parse
+    (with its line) or what is wrong with the classes (see :meth:`ClassInfo.from_dict`), and
+    ``FileNotFoundError`` for a missing file.
     """
     path = Path(path)
-    text = path.read_text()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such class file (a YAML or JSON file such as "
+                                f"{CLASS_FILE_EXAMPLE})")
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ClassFileError(f"{path}: not a text file; a class file is YAML or JSON such as "
+                             f"{CLASS_FILE_EXAMPLE}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else _yaml(text)
+    except json.JSONDecodeError as error:
+        raise ClassFileError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}); fix "
+                             f"it, or write it as YAML") from None
+    except ValueError as error:  # YAML, see _yaml
+        raise ClassFileError(f"{path}{error}") from None
+    if data is None:
+        raise ClassFileError(f"{path}: the file is empty; write the classes, e.g. {CLASS_FILE_EXAMPLE}")
+    try:
         return ClassInfo.from_dict(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ValueError(
-            f"{path}: not a valid class file ({error}). Expected "
-            '{"classes": [{"id": 0, "name": "sky", "color": [128, 128, 128]}, ...], '
-            '"ignore_index": 11}'
-        ) from error
+    except ClassFileError as error:
+        raise ClassFileError(f"{path}: {error}. Expected e.g. {CLASS_FILE_EXAMPLE}") from None
+
+
+def _yaml(text: str):
+    """Return parsed YAML, or raise ``ValueError(", line N: what is wrong")``."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or one_line(error)
+        raise ValueError(f"{where}: not valid YAML ({problem}); fix it (indentation, a missing "
+                         "colon or bracket...)") from None
 
 
 def colorize(mask: np.ndarray, classes: ClassInfo, ignore_color=(0, 0, 0)) -> np.ndarray:

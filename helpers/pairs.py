@@ -9,21 +9,26 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .imageio import MASK_SUFFIXES, list_images
+from .files import atomic_write
+from .imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, list_images
 
 
 def pair_files(images_dir, masks_dir) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair images with masks by file stem.
 
     Returns the pairs and a list of problems (image without mask, mask without image,
-    two files with the same stem).
+    two files with the same stem, a symbolic link whose target is gone).
     """
     problems: list[str] = []
+    mask_suffixes = MASK_SUFFIXES + (".jpg", ".jpeg")
     images = _by_stem(list_images(images_dir), problems)
-    masks = _by_stem(list_images(masks_dir, MASK_SUFFIXES + (".jpg", ".jpeg")), problems)
-    for stem in sorted(images.keys() - masks.keys()):
+    masks = _by_stem(list_images(masks_dir, mask_suffixes), problems)
+    # A link whose target is gone is reported as such, and its partner is not "alone".
+    broken_images = _dangling_links(images_dir, IMAGE_SUFFIXES, problems)
+    broken_masks = _dangling_links(masks_dir, mask_suffixes, problems)
+    for stem in sorted(images.keys() - masks.keys() - broken_masks.keys()):
         problems.append(f"{images[stem]}: image without mask (expected {Path(masks_dir) / stem}.png)")
-    for stem in sorted(masks.keys() - images.keys()):
+    for stem in sorted(masks.keys() - images.keys() - broken_images.keys()):
         problems.append(f"{masks[stem]}: mask without image")
     for stem in sorted(masks.keys() & images.keys()):
         if masks[stem].suffix.lower() in (".jpg", ".jpeg"):
@@ -33,6 +38,18 @@ def pair_files(images_dir, masks_dir) -> tuple[list[tuple[Path, Path]], list[str
             )
     pairs = [(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
     return pairs, problems
+
+
+def _dangling_links(folder, suffixes, problems: list[str]) -> dict[str, Path]:
+    """Return the symbolic links of a folder whose targets do not exist, by stem, each with a
+    problem line."""
+    found = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in suffixes and path.is_symlink() and not path.exists():
+            problems.append(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
+                            "exist; point it at the file or remove it")
+            found[path.stem] = path
+    return found
 
 
 def _by_stem(paths: list[Path], problems: list[str]) -> dict[str, Path]:
@@ -76,7 +93,12 @@ def read_pairs_file(path: str | Path) -> tuple[list[tuple[Path, Path]], list[str
         found = [_locate(row[c].strip(), path.parent) for c in columns]
         for kind, given, resolved in zip(("image", "mask"), (row[c] for c in columns), found,
                                          strict=True):
-            if resolved is None:
+            link = _dangling(given.strip(), path.parent)
+            if resolved is None and link is not None:
+                problems.append(f"{path}, line {line}: {kind} {link} is a symbolic link to "
+                                f"{os.readlink(link)}, which does not exist; point it at the "
+                                "file or remove it")
+            elif resolved is None:
                 problems.append(f"{path}, line {line}: {kind} {given.strip()} not found (looked "
                                 f"at that path and by name in {path.parent})")
         if None in found:
@@ -107,22 +129,36 @@ def _locate(given: str, base: Path) -> Path | None:
     return None
 
 
+def _dangling(given: str, base: Path) -> Path | None:
+    """Return the symbolic link a pairs-file cell names when its target is gone, else None."""
+    candidate = Path(given).expanduser()
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    return candidate if candidate.is_symlink() and not candidate.exists() else None
+
+
 def dataset_pairs(images_dir=None, masks_dir=None, pairs_file=None
                   ) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Return a dataset's (image, mask) pairs and pairing problems: from a pairs file when one
-    is given (:func:`read_pairs_file`), else the two folders paired by name."""
+    is given (:func:`read_pairs_file`), else the two folders paired by name. No pairs at all
+    is a problem too."""
     if pairs_file:
-        return read_pairs_file(pairs_file)
-    if not (images_dir and masks_dir):
+        pairs, problems = read_pairs_file(pairs_file)
+        where = f"{pairs_file}: no image/mask pairs (one row 'image,mask' per photo)"
+    elif images_dir and masks_dir:
+        pairs, problems = pair_files(images_dir, masks_dir)
+        where = (f"{images_dir} and {masks_dir}: no image/mask pairs (each photo needs a mask "
+                 "of the same name, e.g. IMG_1.jpg and IMG_1.png)")
+    else:
         raise ValueError("give an images folder and a masks folder, or a pairs file (--pairs)")
-    return pair_files(images_dir, masks_dir)
+    if not pairs:
+        problems.append(where)
+    return pairs, problems
 
 
 def write_pairs_file(pairs: Sequence[tuple[Path, Path]], path: str | Path) -> Path:
     """Write pairs as a CSV of ``image,mask`` paths relative to the CSV's folder; return it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "mask"])
         for image_path, mask_path in pairs:

@@ -58,7 +58,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import write_bytes
 from .imageio import (
+    DEFAULT_MAX_DECODE_BYTES,
     IMAGE_SUFFIXES,
     decode_photo,
     encode_jpeg,
@@ -259,18 +261,22 @@ class Predictor:
 
     def predict_file(self, source, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                      overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE, crf: bool = False,
-                     tile: int | None = None, max_side: int | None = None) -> Prediction:
+                     tile: int | None = None, max_side: int | None = None,
+                     max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES) -> Prediction:
         """Return the :class:`Prediction` for a photo file (path, bytes or file object).
 
         The photo is decoded only as large as the network and an overlay of
         ``overlay_max_side`` need (0 or None: full size); the mask is always full size.
-        Raises ``ValueError`` for unreadable files and :class:`ImageTooLarge` over ``max_pixels``.
+        Raises :class:`~helpers.errors.PhotoError` (a ``ValueError``) for a file that is not a
+        photo in an accepted format or cannot be read, :class:`ImageTooLarge` over
+        ``max_pixels`` or when decoding would take more memory than allowed
+        (:func:`helpers.imageio.decode_photo`).
         """
         start = time.perf_counter()
         tile = self.tile if tile is None else tile
         needed = max_side or self.max_side or (DEFAULT_TILE_MAX_SIDE if tile else DEFAULT_MAX_SIDE)
         decode_side = max(needed, overlay_max_side) if overlay_max_side else None
-        image, full_size = decode_photo(source, max_pixels, decode_side)
+        image, full_size = decode_photo(source, max_pixels, decode_side, max_decode_bytes)
         decoded = time.perf_counter()
         prediction = self.predict(image, full_size, crf=crf, tile=tile, max_side=max_side)
         prediction.timings = {"decode": 1000 * (decoded - start), **prediction.timings}
@@ -336,8 +342,8 @@ def write_outputs(prediction: Prediction, out_dir: Path, stem: str,
                   overlay_max_side: int | None = DEFAULT_OVERLAY_MAX_SIDE) -> tuple[Path, Path]:
     """Write ``<stem>_mask.png`` (class ids) and ``<stem>_overlay.jpg``; return their paths."""
     mask_path, overlay_path = out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.jpg"
-    mask_path.write_bytes(encode_png(prediction.mask))
-    overlay_path.write_bytes(encode_jpeg(prediction.overlay(overlay_max_side)))
+    write_bytes(mask_path, encode_png(prediction.mask))
+    write_bytes(overlay_path, encode_jpeg(prediction.overlay(overlay_max_side)))
     return mask_path, overlay_path
 
 

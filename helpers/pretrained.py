@@ -6,7 +6,9 @@
   timm's ``tf_efficientnet_liteN`` that segmentation-models-pytorch's encoder uses. No network
   needed.
 * MobileNetV2 (the original study's encoder): torchvision's ImageNet file, read from the
-  torch hub cache or downloaded there when online.
+  torch hub cache or downloaded there when online, checked by hash (the first 8 hex digits of
+  its SHA-256, which torchvision puts in the file name) before it is used, and loaded
+  weights-only (tensors, no code).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from .errors import CheckpointError
+from .files import atomic_write
 
 
 class LiteVariant(NamedTuple):
@@ -47,6 +52,7 @@ EFFICIENTNET_LITE = {
 }
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_URL = f"https://download.pytorch.org/models/{MOBILENET_V2_FILE}"
+MOBILENET_V2_SHA256_PREFIX = "b0353104"  # torchvision's hash prefix, from the file name
 
 
 def efficientnet_lite_file(variant: str) -> Path:
@@ -131,21 +137,65 @@ def load_encoder_weights(encoder: torch.nn.Module, state_dict: dict, unused=("cl
 def mobilenet_v2_state_dict(download: bool = True) -> dict:
     """Return torchvision's ImageNet MobileNetV2 weights from the torch hub cache.
 
-    Downloads them into the cache when missing and ``download`` is true; raises
-    ``FileNotFoundError`` naming the file and its place when that is impossible.
+    Downloads them into the cache when missing and ``download`` is true. The file is checked
+    against its SHA-256 prefix (a download that does not match is never kept) and loaded
+    weights-only. Raises ``FileNotFoundError`` naming the file and its place when it is
+    missing and cannot be downloaded, :class:`~helpers.errors.CheckpointError` when the file
+    there is not the published one.
     """
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     path = checkpoints / MOBILENET_V2_FILE
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
     message = (
         f"the MobileNetV2 ImageNet weights are not on this machine. Put {MOBILENET_V2_FILE} "
         f"(from {MOBILENET_V2_URL}) in {checkpoints}/, or use the offline model "
         "'unet-effnet-lite0'."
     )
-    if not download:
-        raise FileNotFoundError(message)
-    try:
-        return torch.hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu", progress=True)
-    except Exception as error:  # noqa: BLE001 - any network failure gets the same advice
-        raise FileNotFoundError(f"{message} (download failed: {error})") from error
+    if not path.is_file():
+        if not download:
+            raise FileNotFoundError(message)
+        try:
+            download_checked(MOBILENET_V2_URL, path, MOBILENET_V2_SHA256_PREFIX)
+        except OSError as error:  # any network failure gets the same advice
+            raise FileNotFoundError(f"{message} (download failed: {error})") from error
+    digest = _sha256(path)
+    if not digest.startswith(MOBILENET_V2_SHA256_PREFIX):
+        raise CheckpointError(
+            f"{path}: not torchvision's MobileNetV2 weights (SHA-256 {digest[:16]}..., expected "
+            f"{MOBILENET_V2_SHA256_PREFIX}...); delete it to download it again, or put the file "
+            f"from {MOBILENET_V2_URL} there")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_checked(url: str, path: Path, sha256_prefix: str, progress: bool = True) -> Path:
+    """Download ``url`` to ``path`` atomically, keeping it only when its SHA-256 starts with
+    ``sha256_prefix``; raises ``OSError`` when the download fails and
+    :class:`~helpers.errors.CheckpointError` when the file differs (nothing is kept)."""
+    import hashlib
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=30) as response, atomic_write(path, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name,
+                  disable=not progress) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if not digest.hexdigest().startswith(sha256_prefix):
+            raise CheckpointError(f"{url}: the download's SHA-256 is {digest.hexdigest()[:16]}..., "
+                                  f"not {sha256_prefix}...: not the published file, so it was not "
+                                  "kept; try again later")
+    return path

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import output_dir, project_path
+from .files import write_json, write_text
 from .provenance import clean_json as _clean
 from .provenance import git_commit, hardware
 
@@ -26,7 +27,6 @@ def write_result(name: str, data: dict, profile: str) -> Path:
     Smoke-profile results go to ``build/smoke/results`` instead.
     """
     path = output_dir("results", profile) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,
         "profile": profile,
@@ -35,8 +35,7 @@ def write_result(name: str, data: dict, profile: str) -> Path:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         **data,
     }
-    path.write_text(json.dumps(_clean(payload), indent=2) + "\n")
-    return path
+    return write_json(path, _clean(payload))
 
 
 def model_result(checkpoint, test: dict, test_tta: dict | None = None) -> dict:
@@ -264,7 +263,7 @@ def update_readme(readme: str | Path | None = None, results_folder: str | Path |
         _, tail = rest.split(end, 1)
         text = f"{head}{start}\n{render(results)}\n{end}{tail}"
     if text != original:
-        readme.write_text(text)
+        write_text(readme, text)
     return text != original
 
 

@@ -203,11 +203,10 @@ def read_cache(path: Path, fmt: str = CACHE_FORMAT) -> dict:
 
 def write_cache(path: Path, entries: dict, fmt: str = CACHE_FORMAT) -> None:
     """Write the cache atomically; a failure (read-only home...) only warns."""
+    from .files import write_json
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"format": fmt, "entries": entries}, indent=2) + "\n")
-        os.replace(temporary, path)
+        write_json(path, {"format": fmt, "entries": entries})
     except OSError as error:
         warnings.warn(f"{path}: cache not written ({error})", stacklevel=2)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_json
 from .imageio import list_images, read_image
 
 
@@ -59,8 +60,7 @@ def cached_stats(image_paths: list[Path], json_path: str | Path, progress: bool 
             return cached
     stats = channel_stats(image_paths, progress=progress, total=len(image_paths))
     stats.update(images=len(names), first=names[:1])
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(stats, indent=2) + "\n")
+    write_json(json_path, stats)
     return stats
 
 

@@ -906,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     own.add_argument("--split", default=None, metavar="NAME",
                      help="data/splits/NAME.csv, created (80/10/10, seeded) when missing "
                           "(default: the name of the folder holding --images)")
+    own.add_argument("--resplit", action="store_true", help="replace a stale saved split (see --split)")
     parser.add_argument("--where", action="store_true",
                         help="print the folder the notebooks and make report keep this "
                              "configuration's run in, and exit (e.g. for make serve)")
@@ -933,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             print(Path(args.out) if args.out else run_folder(config))
             return 0
         # A folder dataset is checked (every bad file named) and split before any training.
-        datasets = build_datasets(config) if config.dataset == "folder" else None
+        datasets = build_datasets(config, resplit=args.resplit) if config.dataset == "folder" else None
         result = fit(config, args.out, resume=args.resume, device=args.device, datasets=datasets)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

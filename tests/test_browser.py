@@ -28,6 +28,7 @@ def test_upload_a_campus_photo_and_see_the_result(server, campus_dir):
     shot.unlink(missing_ok=True)
     found = upload_in_browser(server.url, campus_dir / "UNH_DL_110.jpg", screenshot=shot)
     assert found["error"] is None
+    assert found["console_errors"] == []  # the Content-Security-Policy blocked nothing
     assert found["overlay_width"] > 0 and found["overlay_height"] > found["overlay_width"]
     assert found["mask_width"] == found["overlay_width"]
     names = [entry.split()[0] for entry in found["legend"]]
@@ -43,7 +44,8 @@ def test_a_bad_file_shows_an_error_in_the_page(server, tmp_path):
     bad.write_text("this is not a photo")
     found = upload_in_browser(server.url, bad)
     assert found["overlay_width"] == 0
-    assert "not an image" in found["error"]
+    assert "notes.jpg: a text file, not an image in an accepted format" in found["error"]
+    assert all("Content Security Policy" not in e for e in found["console_errors"])
 
 
 @pytest.fixture()
@@ -87,3 +89,23 @@ def test_an_over_limit_upload_that_skips_the_page_check_gets_the_413_page(page, 
         page.evaluate("HTMLFormElement.prototype.submit.call(document.getElementById('upload'))")
     assert navigation.value.status == 413
     assert "larger than the limit of 25 MB" in page.inner_text("#error")
+
+
+def test_the_policy_blocks_what_it_should_and_the_page_needs_nothing_else(server, page):
+    """The page runs under its Content-Security-Policy with no violation, and an inline script
+    injected into it is refused (the policy is really enforced)."""
+    from helpers.webapp.browser import RECORD_CSP_VIOLATIONS
+
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    page.goto(server.url)
+    assert page.evaluate("window.__cspViolations") == []
+    page.evaluate("""() => {
+        const script = document.createElement('script');
+        script.textContent = 'window.__injected = true';
+        document.body.appendChild(script);
+    }""")
+    page.wait_for_function("() => window.__cspViolations.length > 0")
+    assert page.evaluate("window.__injected") is None
+    assert page.evaluate("window.__cspViolations")[0].startswith("script-src")
+    # The page's own script (a file) still runs under the policy: the tests below see it
+    # refuse an over-limit photo before anything is sent.

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import checkpoint
+from helpers.errors import CheckpointError
 
 
 class _WritesAFile:
@@ -31,6 +32,7 @@ def crafted(tmp_path):
 
 def test_a_checkpoint_that_runs_code_is_refused_by_the_loader(crafted):
     path, target = crafted
+    assert issubclass(checkpoint.UnsafeCheckpointError, CheckpointError)
     with pytest.raises(checkpoint.UnsafeCheckpointError, match="builtins.exec") as error:
         checkpoint.read_checkpoint(path)
     assert str(path) in str(error.value) and "arbitrary code" in str(error.value)
@@ -72,14 +74,6 @@ def test_every_command_refuses_a_checkpoint_that_runs_code(crafted, tmp_path, ca
     assert not target.exists()
 
 
-def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
-    path = tmp_path / "notes.pt"
-    path.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        checkpoint.read_checkpoint(path)
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a checkpoint written by helpers.checkpoint"):
-        checkpoint.read_checkpoint(tmp_path / "other.pt")
 
 
 def test_random_generator_state_round_trips_through_a_safe_checkpoint(tmp_path):

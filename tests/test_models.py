@@ -211,20 +211,83 @@ def test_mobilenet_offline_error_names_the_file_and_folder(tmp_path, monkeypatch
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(pretrained, "download_checked", offline)
     with pytest.raises(FileNotFoundError) as error:
         models.build_model("unet-mobilenet_v2", 11)
     assert pretrained.MOBILENET_V2_FILE in str(error.value)
     assert str(tmp_path / "checkpoints") in str(error.value)
 
 
-def test_mobilenet_loads_weights_from_the_hub_cache(tmp_path, monkeypatch):
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_mobilenet_loads_weights_from_the_hub_cache_once_its_hash_matches(tmp_path, monkeypatch):
     import torchvision
+
+    from helpers.errors import CheckpointError
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     reference = torchvision.models.mobilenet_v2().state_dict()
-    (tmp_path / "checkpoints").mkdir()
-    torch.save(reference, tmp_path / "checkpoints" / pretrained.MOBILENET_V2_FILE)
+    path = tmp_path / "checkpoints" / pretrained.MOBILENET_V2_FILE
+    path.parent.mkdir()
+    torch.save(reference, path)
+    # Not the published file (its hash differs): refused, with the way out.
+    with pytest.raises(CheckpointError, match="not torchvision's MobileNetV2 weights .* delete it"):
+        models.build_model("unet-mobilenet_v2", 11)
+    monkeypatch.setattr(pretrained, "MOBILENET_V2_SHA256_PREFIX", sha256(path)[:8])
     model = models.build_model("unet-mobilenet_v2", 11)
     key = "features.3.conv.1.0.weight"
     assert torch.equal(model.net.encoder.state_dict()[key], reference[key])
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return exec, ("raise SystemExit('code ran')",)
+
+
+def test_mobilenet_weights_are_loaded_weights_only(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = tmp_path / "checkpoints" / pretrained.MOBILENET_V2_FILE
+    path.parent.mkdir()
+    torch.save({"weights": torch.zeros(1), "payload": _RunsCode()}, path)
+    monkeypatch.setattr(pretrained, "MOBILENET_V2_SHA256_PREFIX", sha256(path)[:8])
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        pretrained.mobilenet_v2_state_dict()
+
+
+@pytest.fixture
+def weights_host(tmp_path):
+    """A local HTTP server standing in for download.pytorch.org, serving ``served/``."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_download_is_kept_only_when_its_hash_matches(weights_host, tmp_path):
+    from helpers.errors import CheckpointError
+
+    url, served = weights_host
+    (served / "weights.pth").write_bytes(b"the published weights")
+    digest = sha256(served / "weights.pth")
+    target = tmp_path / "cache" / "weights.pth"
+    with pytest.raises(CheckpointError, match="not the published file, so it was not kept"):
+        pretrained.download_checked(url + "weights.pth", target, "00000000", progress=False)
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+    pretrained.download_checked(url + "weights.pth", target, digest[:8], progress=False)
+    assert target.read_bytes() == b"the published weights"
+    assert list(target.parent.iterdir()) == [target]

@@ -280,3 +280,20 @@ def test_command_line_reports_missing_inputs(smoke_checkpoint, tmp_path, capsys)
     assert "no such file" in capsys.readouterr().err
     assert main([str(tmp_path), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_command_line_names_a_file_outside_the_photo_formats_and_goes_on(smoke_checkpoint,
+                                                                         campus_dir, tmp_path,
+                                                                         capsys):
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n")
+    photo = campus_dir / SMALL_CAMPUS[0]
+    status = main([str(scan), str(photo), "--checkpoint", str(smoke_checkpoint), "--out",
+                   str(tmp_path / "out"), "--no-progress"])
+    assert status == 1  # the photo was predicted, the PDF reported
+    err = capsys.readouterr().err
+    assert (f"{scan}: skipped: a PDF document, not an image in an accepted format: use a JPEG, "
+            "PNG, WebP, TIFF, BMP, GIF or MPO file\n") in err
+    assert (tmp_path / "out" / f"{photo.stem}_mask.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{photo.stem}_mask.png", f"{photo.stem}_overlay.jpg"]  # no temporary files left

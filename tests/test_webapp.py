@@ -132,9 +132,10 @@ def test_form_upload_shows_photo_overlay_mask_and_legend(client, campus_photo):
         assert match, element
         picture = Image.open(io.BytesIO(base64.b64decode(match.group(1))))
         assert max(picture.size) == 1024
-    entries = re.findall(r'<li class="legend-entry[^"]*">\s*<span class="swatch" '
-                         r'style="background: (#[0-9a-f]{6})"></span>\s*<span class="name">(\w+)'
-                         r'</span>\s*<span class="share">([\d.]+)%</span>', page)
+    entries = re.findall(r'<li class="legend-entry[^"]*">\s*<svg class="swatch" [^>]*>'
+                         r'<rect width="1" height="1" fill="(#[0-9a-f]{6})"/></svg>\s*'
+                         r'<span class="name">(\w+)</span>\s*<span class="share">([\d.]+)%</span>',
+                         page)
     assert len(entries) == 11
     assert abs(sum(float(share) for _, _, share in entries) - 100) < 1.0
     assert re.search(r"Network \d+ ms", page)
@@ -204,7 +205,11 @@ def test_exif_rotated_photo_gives_the_mask_of_the_upright_photo(client, camvid_i
 
 
 BAD_INPUTS = {
-    "not an image": (b"GIF? no, just some text that is not an image", "notes.jpg", 400, "not an image"),
+    "not an image": (b"GIF? no, just some text that is not an image", "notes.jpg", 415,
+                     "notes.jpg: a text file, not an image in an accepted format: use a JPEG, "
+                     "PNG, WebP, TIFF, BMP, GIF or MPO file"),
+    "a PDF": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>>", "scan.jpg", 415,
+              "scan.jpg: a PDF document, not an image in an accepted format"),
     "zero bytes": (b"", "empty.jpg", 400, "empty"),
 }
 
@@ -324,7 +329,7 @@ def test_server_survives_bad_input_and_answers_concurrent_requests(app, camvid_d
     images = [read_image(p) for p in sorted((camvid_dir / "test").glob("*.png"))[:3]]
     uploads = [multipart(encoded(Image.fromarray(image), "PNG")) for image in images]
     with BackgroundServer(app, threads=4) as server:
-        for bad, expected in ((b"", 400), (b"junk", 400), (bilevel_png(30000, 30000), 413),
+        for bad, expected in ((b"", 400), (b"junk", 415), (bilevel_png(30000, 30000), 413),
                               (b"\0" * (MAX_UPLOAD + 10), 413), (b"\0" * 64 * 2**20, 413)):
             status, body = request(server.url, "POST", "/api/predict", *multipart(bad))
             assert status == expected and json.loads(body)["error"]

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="larger request bodies get 413")
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="larger images get 413 before decoding (default 60 million)")
+    parser.add_argument("--max-decode-mb", type=float, default=None,
+                        help="images whose decoding would take more memory get 413 before "
+                             "decoding (default 256; photos decode one at a time)")
     parser.add_argument("--threads", type=int, default=4, help="waitress worker threads")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="CPU threads for the network (default: PyTorch's choice)")
@@ -43,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from ..imageio import DEFAULT_MAX_DECODE_BYTES
     from ..predict import DEFAULT_MAX_PIXELS, Predictor
     from .app import create_app
-    from .server import make_server
+    from .server import make_server, return_freed_memory
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return_freed_memory()  # a request's peak memory does not stay resident after it
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     max_upload_bytes = int(args.max_upload_mb * 2**20)
@@ -58,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     app = create_app(predictor, max_upload_bytes=max_upload_bytes,
-                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                     max_decode_bytes=(int(args.max_decode_mb * 2**20) if args.max_decode_mb
+                                       else DEFAULT_MAX_DECODE_BYTES))
     server = make_server(app, host=args.host, port=args.port, threads=args.threads,
                          ident="campus-segmentation")
     info = predictor.describe()

@@ -15,6 +15,13 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
+# Run in every page before its own scripts: records what the Content-Security-Policy blocked.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+    window.__cspViolations.push(event.violatedDirective + " blocked " + (event.blockedURI || "inline"));
+});
+"""
 
 
 class BackgroundServer:
@@ -58,8 +65,10 @@ def upload_in_browser(url: str, photo: str | Path, screenshot: str | Path | None
     """Upload a photo through the page at ``url`` in headless Chromium; return what rendered.
 
     Ticks the form's checkboxes named in ``options`` (``"tile"``, ``"crf"``), waits for the
-    result, and returns the overlay's natural size, the legend entries' text and the error
-    message shown (if any). ``screenshot`` saves a full-page PNG.
+    result, and returns the overlay's natural size, the legend entries' text, the error
+    message shown (if any) and ``console_errors``: the errors the browser logged on the form
+    and the result page, Content-Security-Policy violations included (they should be none).
+    ``screenshot`` saves a full-page PNG.
     """
     from playwright.sync_api import sync_playwright
 
@@ -71,7 +80,14 @@ def upload_in_browser(url: str, photo: str | Path, screenshot: str | Path | None
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(timeout_s * 1000)
+            errors: list[str] = []
+            page.on("console", lambda message: errors.append(message.text)
+                    if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.add_init_script(RECORD_CSP_VIOLATIONS)
             page.goto(url)
+            page.wait_for_load_state("load")
+            errors += page.evaluate("window.__cspViolations")
             page.set_input_files("input[name=image]", str(photo))
             for option in options:
                 page.check(f"input[name={option}]")
@@ -93,6 +109,8 @@ def upload_in_browser(url: str, photo: str | Path, screenshot: str | Path | None
                     error: error ? error.innerText : null,
                 };
             }""")
+            errors += page.evaluate("window.__cspViolations")
+            found["console_errors"] = errors
             if screenshot:
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
