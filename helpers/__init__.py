@@ -1,8 +1,8 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
 Modules, from the bottom up (each imports only modules before it, except that
-``train.ensure_trained`` calls ``budget``, which times ``train``'s step; the README's
-"Architecture" section says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
+``train.ensure_trained`` calls ``budget``, which times ``train``'s step; docs/architecture.md
+says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
 ``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,

@@ -1,11 +1,13 @@
-"""Results of the report: JSON files under ``results/`` and the README table built from them.
+"""Results of the report: JSON files under ``results/`` and the tables built from them.
 
-Every number in the README's results table is read from these files, which record the
-profile, the hardware and the git commit that produced them.
+Every number in a generated table is read from these files, which record the profile, the
+hardware and the git commit that produced them. Each table lives between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in the page :data:`PAGES` names: the README
+keeps the headline results table, the pages under ``docs/`` the others.
 
 Command line::
 
-    python -m helpers.report            # rewrite the README table from results/*.json
+    python -m helpers.report            # rewrite every generated table from results/*.json
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def _fmt(value, digits=3) -> str:
 
 
 def results_table(results: dict[str, dict]) -> str:
-    """Return the README's Markdown table of every model result (entries with ``test`` metrics)."""
+    """Return the headline Markdown table of every model result (entries with ``test`` metrics)."""
     rows = [
         "| Model | Profile | Test mIoU | Pixel acc. | Dice | Per-image mIoU (seed's way) "
         "| Params (M) | GFLOPs 360x480 | Hardware |",
@@ -247,29 +249,55 @@ BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe
           "label-efficiency-table": label_efficiency_table}
 
 
-def update_readme(readme: str | Path | None = None, results_folder: str | Path | None = None) -> bool:
-    """Rewrite every generated block of the README (between ``<!-- NAME:start/end -->``).
+# The page each generated block is written to, relative to the repository root.
+PAGES = {"results-table": "README.md", "float32-recipe-table": "docs/training.md",
+         "full-profile-table": "docs/results.md", "flaws-table": "docs/original-study.md",
+         "crf-table": "docs/deeplab-crf.md", "benchmarks": "docs/speed.md",
+         "label-efficiency-table": "docs/label-efficiency.md"}
 
-    Returns whether the file changed. Blocks: the keys of :data:`BLOCKS`.
+
+def render_blocks(text: str, names, results: dict[str, dict], page: str = "the page") -> str:
+    """Return ``text`` with each named block (between ``<!-- NAME:start/end -->``) regenerated.
+
+    A block whose markers are missing raises ``ValueError`` naming ``page``: its table would
+    otherwise silently stop being updated.
     """
-    readme = Path(readme) if readme else project_path("README.md")
-    text = original = readme.read_text()
-    results = read_results(results_folder)
-    for name, render in BLOCKS.items():
+    for name in names:
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
         if start not in text or end not in text:
-            continue
+            raise ValueError(f"{page}: no {start} ... {end} markers; put them back where the "
+                             f"table belongs, or move the block's page in helpers.report.PAGES")
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{render(results)}\n{end}{tail}"
-    if text != original:
-        write_text(readme, text)
-    return text != original
+        text = f"{head}{start}\n{BLOCKS[name](results)}\n{end}{tail}"
+    return text
+
+
+def update_pages(root: str | Path | None = None, results_folder: str | Path | None = None) -> list[Path]:
+    """Rewrite every generated block in its page under ``root`` (the repository by default).
+
+    Returns the pages that changed; a page already up to date is not written.
+    """
+    root = Path(root) if root else project_path()
+    results = read_results(results_folder)
+    changed = []
+    for page in dict.fromkeys(PAGES.values()):
+        path = root / page
+        text = path.read_text(encoding="utf-8")
+        names = [name for name, where in PAGES.items() if where == page]
+        updated = render_blocks(text, names, results, page)
+        if updated != text:
+            write_text(path, updated)
+            changed.append(path)
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
-    changed = update_readme()
-    print("README results table " + ("updated" if changed else "already up to date"))
+    """Rewrite the generated tables of the README and docs/ from ``results/*.json``."""
+    changed = update_pages()
+    root = project_path()
+    print("updated " + ", ".join(str(p.relative_to(root)) for p in changed) if changed
+          else "every generated table is already up to date")
     return 0
 
 
