@@ -73,34 +73,59 @@ def _satisfies(version: str, requirement: str) -> bool:
     return Requirement(requirement).specifier.contains(version, prereleases=True)
 
 
+def requirement_problem(requirement: str) -> str | None:
+    """Return why a requirement (``name`` with an optional version specifier) is not met here:
+    absent, too old, or recorded as installed but failing to import; None when it is met."""
+    name = _name(requirement)
+    try:
+        version = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{name} is not installed"
+    if not _satisfies(version, requirement):
+        return f"{name} {version} does not satisfy {requirement}"
+    try:
+        importlib.import_module(IMPORT_NAMES.get(name, name.replace("-", "_")))
+    except Exception as error:  # noqa: BLE001 - a half-installed package fails in many ways
+        return f"{name} {version} does not import ({type(error).__name__}: {error})"
+    return None
+
+
 def installation_problems(root: str | Path) -> list[str]:
     """Return what is missing for the notebooks in the clone at ``root``: one phrase per
     dependency (of ``pyproject.toml``) that is absent, too old or does not import, and for the
     project itself when pip has not installed it (empty when all is in place)."""
-    root = Path(root)
-    project = _project(root)
-    problems = []
-    for requirement in project["dependencies"]:
-        name = _name(requirement)
-        try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            problems.append(f"{name} is not installed")
-            continue
-        if not _satisfies(version, requirement):
-            problems.append(f"{name} {version} does not satisfy {requirement}")
-            continue
-        module = IMPORT_NAMES.get(name, name.replace("-", "_"))
-        try:
-            importlib.import_module(module)
-        except Exception as error:  # noqa: BLE001 - a half-installed package fails in many ways
-            problems.append(f"{name} {version} does not import ({type(error).__name__}: {error})")
+    project = _project(Path(root))
+    problems = [problem for problem in map(requirement_problem, project["dependencies"]) if problem]
     # pip records its installs (INSTALLER); a build's .egg-info folder in the clone has no record.
     installed = [d for d in importlib.metadata.distributions(name=project["name"])
                  if (d.read_text("INSTALLER") or "").strip()]
     if not any(d.version == project["version"] for d in installed):
         problems.append(f"the project ({project['name']} {project['version']}) is not installed")
     return problems
+
+
+def require_extra(extra: str, root: str | Path | None = None) -> bool:
+    """Make sure the optional packages of an extra of ``pyproject.toml`` (``onnx``, ``crf``...)
+    import; return whether pip ran.
+
+    The notebook cell that needs an extra calls this. On Colab the extra is installed there
+    (``pip install '.[extra]'``); elsewhere ``ModuleNotFoundError`` names the command.
+    """
+    from .config import repo_root
+
+    root = Path(root or repo_root()).resolve()
+    requirements = _project(root)["optional-dependencies"][extra]
+    missing = [problem for problem in map(requirement_problem, requirements) if problem]
+    if not missing:
+        return False
+    if not in_colab():
+        raise ModuleNotFoundError(f"this cell needs the {extra} extra ({'; '.join(missing)}): "
+                                  f"pip install '.[{extra}]' in {root}, or pip install -r "
+                                  "requirements.txt")
+    print(f"Installing the {extra} extra ({'; '.join(missing)}) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"{root}[{extra}]"], check=True)
+    importlib.invalidate_caches()
+    return True
 
 
 def ensure_installed(root: str | Path, quiet: bool = False) -> bool:
