@@ -118,33 +118,49 @@ def run_differences(config: Config, saved: Config | dict, ignored=NOT_IN_THE_WEI
 def released_entry(config: Config, manifest: dict | None = None) -> tuple[dict | None, str]:
     """Return ``(entry, "")``: the released file standing in for ``config``, or ``(None, why not)``.
 
-    Released weights stand in only for a profile's own configuration of a model on CamVid (the
-    time budget's planning aside); the full profile, when only quick-profile weights are
-    released, gets those. The smoke profile trains in seconds and has none.
+    Released weights stand in for the configuration they were trained with (the time budget's
+    planning aside). The full profile, while only quick-profile weights of a model are released,
+    gets those when its configuration is the full profile's own (its epochs aside). The smoke
+    profile trains in seconds and has none.
     """
     manifest = manifest or read_manifest()
+    tag = manifest.get("tag") or "not yet published"
     if config.profile == "smoke":
         return None, "the smoke profile trains in seconds, so no weights are released for it"
-    own = run_differences(config, load_config(config.profile, config.model))
-    if own:
-        shown = "; ".join(own[:4]) + ("; ..." if len(own) > 4 else "")
-        return None, (f"this configuration is not the {config.profile} profile's own ({shown}), "
-                      "and released weights are of that one only")
-    for profile in dict.fromkeys((config.profile, "quick")):
-        entry = next((e for e in manifest["assets"]
-                      if e["model"] == config.model and e["profile"] == profile), None)
-        if entry is None:
-            continue
-        stale = run_differences(load_config(profile, config.model), entry["config"])
-        if stale:
-            return None, (f"the released {config.model} weights ({manifest['tag']}) were trained "
-                          f"with an older {profile} recipe ({'; '.join(stale[:3])})")
-        return entry, ""
-    return None, (f"no weights of {config.model} are released "
-                  f"(release {manifest.get('tag') or 'not yet published'})")
+    entries = {e["profile"]: e for e in manifest["assets"] if e["model"] == config.model}
+    entry = entries.get(config.profile)
+    if entry is not None:
+        differences = run_differences(config, entry["config"])
+        if not differences:
+            return entry, ""
+        return None, (f"the released {config.model} weights ({tag}) are of another configuration "
+                      f"({_shown(differences)})")
+    if config.profile == "full" and "quick" in entries:
+        own = run_differences(config, load_config("full", config.model),
+                              ignored=(*NOT_IN_THE_WEIGHTS, "epochs"))
+        if not own:
+            return entries["quick"], ""
+        return None, (f"this configuration is not the full profile's own ({_shown(own)}), and "
+                      f"only quick-profile weights of {config.model} are released")
+    return None, f"no {config.profile}-profile weights of {config.model} are released ({tag})"
+
+
+def _shown(differences: list[str]) -> str:
+    return "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
 
 
 # -- a local run of this configuration --------------------------------------------------------
+
+def report_config(model: str, profile: str | None = None) -> Config:
+    """Return the configuration the report trains a model with in a profile (default
+    ``$SEG_PROFILE``): the profile's, with notebook 07's epochs for DeepLabV3+."""
+    from .config import deeplab_crf_settings
+
+    config = load_config(profile, model)
+    if model.startswith("deeplabv3plus"):
+        config = config.replace(epochs=deeplab_crf_settings(config).deeplab_epochs)
+    return config
+
 
 def finished_run(config: Config) -> Path | None:
     """Return the best checkpoint of a finished local run of ``config``, or None.
@@ -429,7 +445,7 @@ def report_checkpoint(model: str, profile: str) -> tuple[Path | None, dict | Non
     result = read_results(project_path("results")).get(model)
     if result and result.get("profile") == profile and checkpoint_of(result).is_file():
         return checkpoint_of(result), result
-    return finished_run(load_config(profile, model)), None
+    return finished_run(report_config(model, profile)), None
 
 
 def pack_entry(checkpoint: str | Path, out_dir: str | Path, result: dict | None = None,

@@ -239,19 +239,28 @@ def test_checkpoint_for_falls_back_to_training_with_the_reason(
     expected = {"offline": "could not be used (<urlopen error",
                 "unpublished": "not published (HTTP 404)",
                 "smoke": "the smoke profile trains in seconds",
-                "changed": "not the quick profile's own (epochs: 16 -> 3)",
+                "changed": "are of another configuration (epochs: 16 -> 3)",
                 "not asked": "released weights were not asked for"}[situation]
     assert expected in sentence and expected in capsys.readouterr().out
     assert not list(cache.rglob("*.safetensors*"))
 
 
-def test_weights_released_with_an_older_recipe_are_not_used():
+def test_released_weights_stand_in_only_for_the_configuration_they_were_trained_with():
     quick = load_config("quick", "unet-effnet-lite0")
     entry = {"model": quick.model, "profile": "quick", "config": quick.replace(epochs=12).to_dict()}
     manifest = hub.empty_manifest("weights-old") | {"assets": [entry]}
     found, reason = hub.released_entry(quick, manifest)
-    assert found is None and "older quick recipe (epochs: 12 -> 16)" in reason
-    assert hub.released_entry(quick, manifest | {"assets": [entry | {"config": quick.to_dict()}]})[0]
+    assert found is None and "are of another configuration (epochs: 12 -> 16)" in reason
+    # Notebook 07 trains DeepLabV3+ for fewer epochs than the profile's: its release has them too.
+    assert hub.released_entry(quick.replace(epochs=12), manifest)[0] is entry
+    # A GPU's full profile gets the quick profile's weights, its own epochs aside.
+    assert hub.released_entry(load_config("full", quick.model, epochs=20), manifest)[0] is entry
+    found, reason = hub.released_entry(load_config("full", quick.model, lr=0.01), manifest)
+    assert found is None and "not the full profile's own (lr: 0.001 -> 0.01)" in reason
+    deeplab = hub.report_config("deeplabv3plus-effnet-lite0", "quick")
+    assert deeplab.epochs == 5 < load_config("quick", deeplab.model).epochs  # notebook 07's
+    found, reason = hub.released_entry(load_config("quick", "mini-unet"), manifest)
+    assert found is None and "no quick-profile weights of mini-unet are released (weights-old)" in reason
 
 
 def test_a_run_the_time_budget_planned_counts_as_its_profile_configuration():
