@@ -570,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.agreement_images)
         elif args.command == "list":
             manifest = read_manifest()
-            print(f"release {manifest['tag']} of {manifest['repository']}")
+            print(f"release {manifest['tag'] or '(none published yet: make release)'} of "
+                  f"{manifest['repository']}")
             for e in manifest["assets"]:
                 print(f"  {e['file']}: {e['model']}, {e['profile']} profile, test mIoU "
                       f"{e['test_miou']:.3f}, {e['bytes'] / 1e6:.1f} MB, {e['hardware']}")
