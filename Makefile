@@ -18,13 +18,14 @@ REPORT_NOTEBOOKS := $(filter-out $(STUDY_NOTEBOOK) $(TUTORIAL_NOTEBOOKS),$(NOTEB
 CAMVID_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/camvid/CamVid)))
 export CAMVID_DIR
 
-.PHONY: help setup report study test lint serve benchmarks
+.PHONY: help setup report study test lint serve benchmarks release
 
 help:
 	@echo "make report   run notebooks 01-07 ($(PROFILE) profile): figures/, results/, README table"
 	@echo "make study    the label-efficiency study and notebook 08 ($(PROFILE) profile; quick: about 1 h)"
 	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
 	@echo "make serve    start the web app on the latest report checkpoint"
+	@echo "make release  pack the report's trained models as release files (build/release/) and their manifest"
 	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load, the float32 budget (prints figures)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -68,6 +69,12 @@ test: lint
 
 # The run the notebooks made (beside runs/PROFILE/MODEL when that holds another configuration).
 REPORT_RUN = $$($(BIN)/python -m helpers.train --profile $(PROFILE) --where)
+
+# The report's trained models (quick; full where a GPU run made them) as small release files under
+# build/release/TAG/ and the package's manifest helpers/released_weights.json; it prints the
+# command that publishes them.
+release: $(STAMP)
+	$(BIN)/python -m helpers.hub pack --profile quick --profile full
 
 serve: $(STAMP)
 	$(BIN)/python -m helpers.webapp --checkpoint $(REPORT_RUN)/best.pt

@@ -7,7 +7,8 @@ says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
 ``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
-``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``. Imports stay light
+``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``, ``hub`` (released
+weights), ``notebook`` (the notebooks' setup; standard library only at import). Imports stay light
 here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
 """
 

@@ -38,13 +38,25 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_ATOL = 2e-3
 
 
+def _optional(module: str):
+    """Import a module of the ``onnx`` extra, or raise ``ModuleNotFoundError`` saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(f"ONNX needs the optional packages onnx, onnxruntime and "
+                                  f"onnxscript ({error}): pip install '.[onnx]' from the "
+                                  "repository, or pip install -r requirements.txt") from error
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = OPSET):
     """Export a checkpoint to ONNX; return the written path, or the model bytes when ``out`` is None.
 
     Uses the TorchScript-based exporter (``dynamo=False``), which handles the smp models with
     dynamic batch, height and width in one pass.
     """
-    import onnx
+    onnx = _optional("onnx")
 
     model, info = load_model(checkpoint, "cpu")
     model = model.float().eval()
@@ -90,7 +102,7 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
     (default: PyTorch's thread count, so both runtimes use the same cores); with
     ``OMP_WAIT_POLICY=PASSIVE`` they sleep when idle, as PyTorch's do.
     """
-    import onnxruntime
+    onnxruntime = _optional("onnxruntime")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()

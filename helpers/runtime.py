@@ -136,11 +136,20 @@ def load_runtime(name: str, checkpoint: str | Path, device: str | torch.device |
                    precision=precision)
 
 
+def onnx_installed() -> bool:
+    """Return whether the ``onnx`` extra (onnx and onnxruntime) is installed."""
+    from importlib.util import find_spec
+
+    return find_spec("onnx") is not None and find_spec("onnxruntime") is not None
+
+
 def candidates_for(device: torch.device, compile: bool = False) -> list[str]:
     """Return the runtimes worth timing on ``device`` (see the module docstring)."""
     if device.type != "cpu":
         return ["torch"]
-    names = ["torch-fp32", "onnx"]
+    names = ["torch-fp32"]
+    if onnx_installed():  # an optional extra: pip install '.[onnx]'
+        names.append("onnx")
     if cpu_info().native_bf16:
         names.insert(1, "torch-bf16")
     if compile:

