@@ -117,18 +117,17 @@ class ModelReport:
 
 
 def report_model(checkpoint: str | Path, config: Config, label: str, figure_prefix: str,
-                campus_count: int = 4, progress: bool = True) -> ModelReport:
+                photos: list[Path] = (), progress: bool = True) -> ModelReport:
     """Score a trained model on the test split and draw what notebooks 03 and 04 show of it.
 
     Scores (or reuses) the test metrics with and without flip TTA (:func:`ensure_result`),
     then draws the per-class IoU, predictions next to the ground truth on evenly spaced test
-    images and predictions on ``campus_count`` campus photos (skipped, with a message, when
-    there are none). The figures are saved as ``<figure_prefix>_iou``,
-    ``<figure_prefix>_test_predictions`` and ``<figure_prefix>_campus`` and left open, so a
-    notebook shows them. ``label`` names the model in the figures.
+    images and predictions on ``photos`` (campus photos, see
+    :func:`helpers.downloads.campus_photos`; none: no figure). The figures are saved as
+    ``<figure_prefix>_iou``, ``<figure_prefix>_test_predictions`` and ``<figure_prefix>_campus``
+    and left open, so a notebook shows them. ``label`` names the model in the figures.
     """
     from .checkpoint import load_model
-    from .downloads import campus_photos
     from .plots import iou_bars, prediction_grid, save_fig
 
     classes = load_model(checkpoint)[1]["classes"]
@@ -141,7 +140,7 @@ def report_model(checkpoint: str | Path, config: Config, label: str, figure_pref
     images, truths, predictions = predictions_on_test_images(checkpoint, config)
     fig = prediction_grid(images, {"ground truth": truths, label: predictions}, classes)
     figures["test_predictions"] = save_fig(fig, f"{figure_prefix}_test_predictions")
-    if photos := campus_photos(limit=campus_count):  # [] and a message when there are none
-        fig = campus_predictions_figure(checkpoint, photos)
+    if photos:
+        fig = campus_predictions_figure(checkpoint, list(photos))
         figures["campus"] = save_fig(fig, f"{figure_prefix}_campus")
     return ModelReport(result, metrics_table(result), per_class_table(test, classes), figures)
