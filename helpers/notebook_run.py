@@ -69,9 +69,15 @@ def _screen_text(text: str) -> str:
 
 
 def _without_progress_bars(text: str) -> str:
-    lines = _screen_text(text).split("\n")
-    kept = [line for line in lines
-            if not PROGRESS_BAR.search(line) and "IProgress not found" not in line]
+    kept, after_warning = [], False
+    for line in _screen_text(text).split("\n"):
+        # tqdm's warning without ipywidgets, and the source line Python prints under it
+        if "IProgress not found" in line or (after_warning and line.startswith("  ")):
+            after_warning = "IProgress not found" in line
+            continue
+        after_warning = False
+        if not PROGRESS_BAR.search(line):
+            kept.append(line)
     return "\n".join(kept)
 
 

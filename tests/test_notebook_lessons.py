@@ -71,8 +71,10 @@ def executed_notebook(root: str) -> dict:
                     "application/vnd.jupyter.widget-view+json": {"model_id": "abc",
                                                                   "version_major": 2},
                     "text/plain": "train:   0%|          | 0/5 [00:00<?, ?it/s]"}),
-                nbformat.v4.new_output("stream", name="stderr",
-                                       text=f"\r{bar}\r{bar.replace('40%', '80%')}\n"),
+                nbformat.v4.new_output("stream", name="stderr", text=(
+                    "/venv/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update "
+                    "jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n"
+                    f"\r{bar}\r{bar.replace('40%', '80%')}\n")),
                 nbformat.v4.new_output("stream", name="stdout",
                                        text=f"checkpoint {root}/runs/quick/best.pt\nloss 0.41\n"),
                 nbformat.v4.new_output("display_data", data={
