@@ -16,7 +16,8 @@ Each notebook is executed top to bottom with nbclient (working folder ``notebook
 * figures at screen resolution: the kernel's matplotlib draws inline figures at
   :data:`FIGURE_DPI`, and a large PNG (photos, predicted masks) is stored with a dithered
   256-colour palette (the report's PNG files in ``figures/`` keep their own dpi and colours);
-* paths under the repository are written relative to it;
+* paths under the repository are written relative to it, and paths under the home folder
+  from ``~``;
 * the first code cell's output names the profile, the hardware and the commit it ran on.
 
 A notebook is written (atomically, through :mod:`helpers.files`) only when every cell ran and
@@ -82,7 +83,8 @@ def _without_progress_bars(text: str) -> str:
 
 
 def _relative_paths(text: str, root: str) -> str:
-    return text.replace(root + os.sep, "").replace(root, ".")
+    text = text.replace(root + os.sep, "").replace(root, ".")
+    return text.replace(str(Path.home()) + os.sep, "~" + os.sep)  # e.g. caches under the home
 
 
 def smaller_png(encoded: str) -> str:

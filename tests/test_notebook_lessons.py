@@ -75,8 +75,9 @@ def executed_notebook(root: str) -> dict:
                     "/venv/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update "
                     "jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n"
                     f"\r{bar}\r{bar.replace('40%', '80%')}\n")),
-                nbformat.v4.new_output("stream", name="stdout",
-                                       text=f"checkpoint {root}/runs/quick/best.pt\nloss 0.41\n"),
+                nbformat.v4.new_output("stream", name="stdout", text=(
+                    f"checkpoint {root}/runs/quick/best.pt\nloss 0.41\n"
+                    f"cached in {Path.home()}/.cache/runtimes.json\n")),
                 nbformat.v4.new_output("display_data", data={
                     "image/png": PIXEL_PNG, "text/plain": "<Figure size 640x480 with 1 Axes>"}),
                 nbformat.v4.new_output("execute_result", execution_count=2,
@@ -100,7 +101,8 @@ def test_clean_notebook_removes_counts_bars_widgets_and_machine_metadata():
     outputs = clean["cells"][1]["outputs"]
     assert [output["output_type"] for output in outputs] == ["stream", "display_data",
                                                              "execute_result"]
-    assert outputs[0]["text"] == "checkpoint runs/quick/best.pt\nloss 0.41\n"
+    assert outputs[0]["text"] == ("checkpoint runs/quick/best.pt\nloss 0.41\n"
+                                  "cached in ~/.cache/runtimes.json\n")
     assert outputs[1]["data"]["image/png"] == PIXEL_PNG
     assert outputs[2]["data"]["text/plain"] == "0.41"
     assert dirty["cells"][1]["execution_count"] == 2, "the executed notebook is left as it was"
