@@ -7,8 +7,10 @@ says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
 ``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
-``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``, ``hub`` (released
-weights), ``notebook`` (the notebooks' setup; standard library only at import). Imports stay light
+``budget``, ``predict``, ``webapp``, ``widgets`` (notebook 06's upload widget and the web app
+opened from a notebook), ``study``, ``report``, ``experiment``, ``hub`` (released weights),
+``notebook`` (the notebooks' setup; standard library only at import), ``notebook_run`` (``make
+report``'s executed notebooks, stored clean). Imports stay light
 here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
 """
 

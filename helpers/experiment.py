@@ -1,13 +1,15 @@
 """The steps notebooks 03 (transfer learning) and 04 (mini U-Net) share, for one model each.
 
 Train (or reuse) the run, score it on the test split, then look: metrics tables, predictions
-next to the ground truth, predictions on the campus photos. Each function is one step a
-notebook cell shows; training and scoring themselves are :func:`helpers.train.ensure_trained`
-and :func:`ensure_result`, which writes the model's entry with :mod:`helpers.report`.
+next to the ground truth, predictions on the campus photos. :func:`report_model` is the one call
+both notebooks make for all of it; training and scoring themselves are
+:func:`helpers.train.ensure_trained` and :func:`ensure_result`, which writes the model's entry
+with :mod:`helpers.report`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
@@ -102,3 +104,43 @@ def campus_predictions_figure(checkpoint: str | Path, photos: list[Path]):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+@dataclass
+class ModelReport:
+    """What :func:`report_model` found: the results entry, its tables and the saved figures."""
+
+    result: dict  # the model's entry of results/<model>.json (see :func:`ensure_result`)
+    metrics: object  # DataFrame: test metrics without and with flip TTA
+    per_class: object  # DataFrame: IoU and Dice per class
+    figures: dict[str, Path] = field(default_factory=dict)  # saved figures by name
+
+
+def report_model(checkpoint: str | Path, config: Config, label: str, figure_prefix: str,
+                photos: list[Path] = (), progress: bool = True) -> ModelReport:
+    """Score a trained model on the test split and draw what notebooks 03 and 04 show of it.
+
+    Scores (or reuses) the test metrics with and without flip TTA (:func:`ensure_result`),
+    then draws the per-class IoU, predictions next to the ground truth on evenly spaced test
+    images and predictions on ``photos`` (campus photos, see
+    :func:`helpers.downloads.campus_photos`; none: no figure). The figures are saved as
+    ``<figure_prefix>_iou``, ``<figure_prefix>_test_predictions`` and ``<figure_prefix>_campus``
+    and left open, so a notebook shows them. ``label`` names the model in the figures.
+    """
+    from .checkpoint import load_model
+    from .plots import iou_bars, prediction_grid, save_fig
+
+    classes = load_model(checkpoint)[1]["classes"]
+    result = ensure_result(config, progress=progress)
+    test = result["test"]
+    figures = {}
+    fig = iou_bars({label: test["iou"]}, classes.names,
+                   f"Per-class IoU on the test split (mIoU {test['miou']:.3f})")
+    figures["iou"] = save_fig(fig, f"{figure_prefix}_iou")
+    images, truths, predictions = predictions_on_test_images(checkpoint, config)
+    fig = prediction_grid(images, {"ground truth": truths, label: predictions}, classes)
+    figures["test_predictions"] = save_fig(fig, f"{figure_prefix}_test_predictions")
+    if photos:
+        fig = campus_predictions_figure(checkpoint, list(photos))
+        figures["campus"] = save_fig(fig, f"{figure_prefix}_campus")
+    return ModelReport(result, metrics_table(result), per_class_table(test, classes), figures)
