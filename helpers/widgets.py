@@ -148,8 +148,8 @@ def upload_widget(predictor: Predictor):
     try:
         import ipywidgets
     except ImportError:
-        print("The upload widget needs ipywidgets: pip install 'ipywidgets>=7.6' (or "
-              "pip install '.[notebooks]'), then restart the kernel.")
+        print("The upload widget needs ipywidgets (a dependency of the project): "
+              "pip install 'ipywidgets>=7.6', then restart the kernel.")
         return None
 
     upload = ipywidgets.FileUpload(accept=ACCEPTED, multiple=False, description="Photo")
