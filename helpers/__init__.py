@@ -6,7 +6,7 @@ Modules, from the bottom up (each imports only modules before it, except that
 ``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
-``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
+``stats``, ``checkpoint``, ``plots``, ``export``, ``quantize``, ``runtime``, ``evaluate``, ``crf``, ``train``,
 ``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``. Imports stay light
 here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
 """

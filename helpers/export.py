@@ -10,6 +10,11 @@ the input convention and the checkpoint's metrics, so ``--runtime onnx`` in
 Command line::
 
     python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --out model.onnx
+    python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --int8
+
+``--int8`` writes the int8 model (:mod:`helpers.quantize`), by default ``best.int8.onnx``
+beside the checkpoint, where ``--runtime auto`` finds it: calibrated on training images, and
+scored in float32 and int8 on the validation split (both stored in the file).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_model
+from .files import write_bytes
 from .inference import STRIDE
 from .labels import ClassInfo
 
@@ -36,16 +42,60 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_ATOL = 2e-3
 
 
+class StaticSamePadConv(torch.nn.Module):
+    """A TensorFlow-style "same" convolution of stride 2 with its padding fixed for even inputs.
+
+    timm's ``Conv2dSame`` (the EfficientNet-Lite encoders' strided convolutions) computes its
+    padding from the input size at run time, which exports as a float shape computation in
+    front of every such convolution. For an even input size ``n`` the padding is always
+    ``k - 2`` pixels (``(n / 2 - 1) * 2 + k - n``), split as TensorFlow splits it, and every
+    input of the exported model is a multiple of 32, so the padding is a constant: a plain
+    ``Pad`` in the graph, which the int8 quantizer and onnxruntime's optimizer handle.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        pads = []
+        for kernel, dilation in zip(reversed(conv.kernel_size), reversed(conv.dilation),
+                                    strict=True):
+            total = max((kernel - 1) * dilation + 1 - 2, 0)
+            pads += [total // 2, total - total // 2]
+        self.pads = tuple(pads)  # (left, right, top, bottom), as F.pad takes them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(x, self.pads)
+        return torch.nn.functional.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride,
+                                          0, self.conv.dilation, self.conv.groups)
+
+
+def fix_same_padding(model: torch.nn.Module) -> int:
+    """Replace the stride-2 "same" convolutions of timm encoders by :class:`StaticSamePadConv`.
+
+    Only valid for inputs whose sides are multiples of the encoder's stride (the exported model's
+    contract). Returns how many were replaced; other convolutions are left as they are.
+    """
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "Conv2dSame" and tuple(child.stride) == (2, 2):
+                setattr(parent, name, StaticSamePadConv(child))
+                replaced += 1
+    return replaced
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = OPSET):
     """Export a checkpoint to ONNX; return the written path, or the model bytes when ``out`` is None.
 
     Uses the TorchScript-based exporter (``dynamo=False``), which handles the smp models with
-    dynamic batch, height and width in one pass.
+    dynamic batch, height and width in one pass. The encoder's "same" padding is exported as
+    constants (:func:`fix_same_padding`).
     """
     import onnx
 
     model, info = load_model(checkpoint, "cpu")
     model = model.float().eval()
+    fix_same_padding(model)
     example = torch.rand(1, 3, 8 * STRIDE, 8 * STRIDE)
     buffer = io.BytesIO()
     dynamic = {0: "batch", 2: "height", 3: "width"}
@@ -78,10 +128,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     data = proto.SerializeToString()
     if out is None:
         return data
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    return out
+    return write_bytes(out, data)
 
 
 def load_onnx(source: str | Path | bytes, threads: int | None = None):
@@ -123,12 +170,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a best.pt written by helpers.train")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--out", default=None,
+                        help="the .onnx file to write (required without --int8; with it, "
+                             "default: best.int8.onnx beside the checkpoint)")
     parser.add_argument("--opset", type=int, default=OPSET)
+    parser.add_argument("--int8", action="store_true",
+                        help="write the int8 model, its accuracy measured on the validation split")
+    parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
+                        help="training images to calibrate on (default 32)")
+    parser.add_argument("--calibration-method", default=None,
+                        choices=("minmax", "percentile", "entropy"))
+    parser.add_argument("--keep-float", default=None, metavar="KIND,...",
+                        help="layer kinds kept in float32: stem, head, depthwise, upsampling "
+                             "(default: stem,head; 'none' quantizes every layer)")
     args = parser.parse_args(argv)
+    if not args.int8 and args.out is None:
+        parser.error("--out is required (or give --int8)")
     try:
         start = time.perf_counter()
-        path = export_onnx(args.checkpoint, args.out, args.opset)
+        if args.int8:
+            from .quantize import (
+                CALIBRATION_IMAGES,
+                CALIBRATION_METHOD,
+                KEEP_FLOAT,
+                int8_record,
+                quantize_checkpoint,
+            )
+
+            keep = KEEP_FLOAT if args.keep_float is None else tuple(
+                k for k in args.keep_float.split(",") if k and k != "none")
+            path = quantize_checkpoint(args.checkpoint, args.out,
+                                       args.calibration_images or CALIBRATION_IMAGES, keep,
+                                       args.calibration_method or CALIBRATION_METHOD)
+        else:
+            path = export_onnx(args.checkpoint, args.out, args.opset)
         session, metadata = load_onnx(path)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -136,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     classes = classes_from_metadata(metadata)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {metadata['model_name']}, "
           f"{classes.num_classes} classes) in {time.perf_counter() - start:.1f} s")
+    if args.int8:
+        record = int8_record(metadata)
+        print(f"  {record['split']} mIoU ({record['images']} images): float32 "
+              f"{record['fp32_miou']:.4f}, int8 {record['int8_miou']:.4f}, "
+              f"loss {record['loss']:.4f} (budget {record['budget']})")
     return 0
 
 
