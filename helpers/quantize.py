@@ -171,9 +171,13 @@ def score_session(session, dataset, progress: bool = False, desc: str = "score")
     return float(confusion.compute()["miou"])
 
 
-def _quantize(fp32_bytes: bytes, batches: list[torch.Tensor], keep_float: tuple[str, ...],
-              method: str) -> tuple[bytes, list[str]]:
-    """Return the QDQ int8 model's bytes and the nodes kept in float32."""
+def quantize_onnx(fp32_bytes: bytes, batches: list[torch.Tensor], keep_float: tuple[str, ...],
+                  method: str) -> tuple[bytes, list[str]]:
+    """Return ``(model, float_nodes)``: a float32 ONNX model (bytes) statically quantized to
+    int8 in the QDQ format, calibrated on ``batches``, and the names of the nodes kept in float32.
+
+    ``method`` is ``minmax``, ``percentile`` or ``entropy`` (onnxruntime's calibrators).
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -240,7 +244,7 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path | None = None,
     started = time.perf_counter()
     fp32_bytes = export_onnx(checkpoint)
     batches = calibration_images(config, count)
-    int8_bytes, excluded = _quantize(fp32_bytes, batches, tuple(keep_float), method)
+    int8_bytes, excluded = quantize_onnx(fp32_bytes, batches, tuple(keep_float), method)
     quantize_seconds = time.perf_counter() - started
     dataset = build_datasets(config)[score_split]
     fp32_session, metadata = load_onnx(fp32_bytes)
