@@ -43,23 +43,24 @@ PARITY_ATOL = 2e-3
 
 
 class StaticSamePadConv(torch.nn.Module):
-    """A TensorFlow-style "same" convolution of stride 2 with its padding fixed for even inputs.
+    """A TensorFlow-style "same" convolution of stride 1 or 2 with its padding fixed.
 
-    timm's ``Conv2dSame`` (the EfficientNet-Lite encoders' strided convolutions) computes its
-    padding from the input size at run time, which exports as a float shape computation in
-    front of every such convolution. For an even input size ``n`` the padding is always
-    ``k - 2`` pixels (``(n / 2 - 1) * 2 + k - n``), split as TensorFlow splits it, and every
-    input of the exported model is a multiple of 32, so the padding is a constant: a plain
-    ``Pad`` in the graph, which the int8 quantizer and onnxruntime's optimizer handle.
+    timm's ``Conv2dSame`` (the EfficientNet-Lite encoders' strided and dilated convolutions)
+    computes its padding from the input size at run time, which exports as a float shape
+    computation in front of every such convolution. The padding is in fact a constant here:
+    ``(k - 1) * d`` pixels for stride 1, and ``(k - 1) * d - 1`` for stride 2 on an even size
+    (``(n / 2 - 1) * 2 + (k - 1) * d + 1 - n``), and every input of the exported model is a
+    multiple of 32. So it exports as a plain ``Pad`` (split as TensorFlow splits it), which the
+    int8 quantizer and onnxruntime's optimizer handle.
     """
 
     def __init__(self, conv: torch.nn.Conv2d):
         super().__init__()
         self.conv = conv
         pads = []
-        for kernel, dilation in zip(reversed(conv.kernel_size), reversed(conv.dilation),
-                                    strict=True):
-            total = max((kernel - 1) * dilation + 1 - 2, 0)
+        for kernel, dilation, stride in zip(reversed(conv.kernel_size), reversed(conv.dilation),
+                                            reversed(conv.stride), strict=True):
+            total = max((kernel - 1) * dilation + 1 - stride, 0)
             pads += [total // 2, total - total // 2]
         self.pads = tuple(pads)  # (left, right, top, bottom), as F.pad takes them
 
@@ -70,7 +71,7 @@ class StaticSamePadConv(torch.nn.Module):
 
 
 def fix_same_padding(model: torch.nn.Module) -> int:
-    """Replace the stride-2 "same" convolutions of timm encoders by :class:`StaticSamePadConv`.
+    """Replace the "same" convolutions of timm encoders (stride 1 or 2) by :class:`StaticSamePadConv`.
 
     Only valid for inputs whose sides are multiples of the encoder's stride (the exported model's
     contract). Returns how many were replaced; other convolutions are left as they are.
@@ -78,7 +79,7 @@ def fix_same_padding(model: torch.nn.Module) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child).__name__ == "Conv2dSame" and tuple(child.stride) == (2, 2):
+            if type(child).__name__ == "Conv2dSame" and set(child.stride) <= {1, 2}:
                 setattr(parent, name, StaticSamePadConv(child))
                 replaced += 1
     return replaced
