@@ -12,9 +12,10 @@ the quantized operators, which onnxruntime fuses into int8 kernels), made by
 
 * calibration on training images only (evenly spaced over CamVid's videos), never validation
   or test;
-* the layers measured to lose accuracy kept in float32 (:data:`KEEP_FLOAT`: the first
-  convolution, which sees the raw image, and the segmentation head, whose logits decide the
-  labels);
+* the first convolution (it sees the raw image) and the segmentation head (its logits decide
+  the labels) kept in float32 (:data:`KEEP_FLOAT`), the usual choice for segmentation networks;
+  keeping more in float32 (depthwise convolutions, upsampling) gained no accuracy here
+  (docs/int8.md);
 * both the float32 export and the int8 model scored on the validation split; the two mIoU,
   the calibration and the SHA-256 of the source checkpoint are stored in the file's metadata.
 
@@ -47,8 +48,8 @@ FORMAT = "helpers-segmentation-onnx-int8/1"
 ACCURACY_BUDGET = 0.005
 CALIBRATION_IMAGES = 32
 CALIBRATION_METHOD = "minmax"
-# Layers kept in float32, by kind (see excluded_nodes). Measured on the quick-profile transfer
-# U-Net: docs/int8.md has the table of what each costs and saves.
+# Layers kept in float32, by kind (see excluded_nodes); benchmarks/int8_candidates.py measures
+# the choices (docs/int8.md).
 KEEP_FLOAT = ("stem", "head")
 LAYER_KINDS = ("stem", "head", "depthwise", "upsampling")
 SUFFIX = ".int8.onnx"
