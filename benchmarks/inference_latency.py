@@ -14,7 +14,7 @@ the same run (target: within 10%).
         [--decoder-channels 256,128,64,32,16]
 
 ``--int8`` also times the int8 model (``onnx-int8``: ``best.int8.onnx`` beside the checkpoint,
-made by ``python -m helpers.export --int8``; made here in a scratch folder where it is absent)
+made by ``python -m helpers.quantize``; made here in a scratch folder where it is absent)
 and prints its median against the fastest runtime that is not int8 (target: <= 0.5x);
 ``--save`` then writes ``..._int8[...].json``. ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` keeps
 oneDNN (PyTorch) off AMX, to measure a VNNI CPU without it (``..._no-amx``);

@@ -1,8 +1,8 @@
 """The int8 accuracy target: the whole CamVid test split scored in float32 and in int8.
 
 Scores the checkpoint's float32 ONNX export (``onnx``) and its int8 model (``onnx-int8``,
-``best.int8.onnx`` beside it; ``--make`` writes it first with ``python -m helpers.export
---int8``'s defaults) on every image of the test split through :func:`helpers.evaluate.evaluate`
+``best.int8.onnx`` beside it; ``--make`` writes it first with ``python -m helpers.quantize``'s
+defaults) on every image of the test split through :func:`helpers.evaluate.evaluate`
 (one confusion matrix, void ignored), prints both mIoU and the loss (target <= 0.005), the
 per-class IoU, and the validation record stored in the int8 model, and writes
 ``results/<model>_int8.json``::

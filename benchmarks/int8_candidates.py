@@ -1,6 +1,6 @@
 """The int8 candidates side by side: validation mIoU and latency of each, measured in one run.
 
-* onnxruntime static QDQ (what ``python -m helpers.export --int8`` ships), once per choice of
+* onnxruntime static QDQ (what ``python -m helpers.quantize`` ships), once per choice of
   layers kept in float32 (``--keep-float``: ``none`` quantizes every layer);
 * PyTorch 2 export quantization with the X86 Inductor quantizer (static, per-channel; lowered
   by Inductor to oneDNN int8 kernels), where ``torchao`` is importable (it left ``torch.ao``);

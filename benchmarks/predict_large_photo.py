@@ -13,7 +13,7 @@ in the default mode.
 
 ``--runtimes`` runs each strategy once per runtime (default ``auto``, what the prediction
 command picks); with ``onnx-int8`` (the int8 model beside the checkpoint, made by
-``python -m helpers.export --int8``) the results go to ``benchmark_large_photo_int8.json``.
+``python -m helpers.quantize``) the results go to ``benchmark_large_photo_int8.json``.
 """
 
 from __future__ import annotations

@@ -10,11 +10,8 @@ the input convention and the checkpoint's metrics, so ``--runtime onnx`` in
 Command line::
 
     python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --out model.onnx
-    python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --int8
 
-``--int8`` writes the int8 model (:mod:`helpers.quantize`), by default ``best.int8.onnx``
-beside the checkpoint, where ``--runtime auto`` finds it: calibrated on training images, and
-scored in float32 and int8 on the validation split (both stored in the file).
+The int8 model is made by ``python -m helpers.quantize`` (:mod:`helpers.quantize`).
 """
 
 from __future__ import annotations
@@ -171,40 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a best.pt written by helpers.train")
-    parser.add_argument("--out", default=None,
-                        help="the .onnx file to write (required without --int8; with it, "
-                             "default: best.int8.onnx beside the checkpoint)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=OPSET)
-    parser.add_argument("--int8", action="store_true",
-                        help="write the int8 model, its accuracy measured on the validation split")
-    parser.add_argument("--calibration-images", type=int, default=None, metavar="N",
-                        help="training images to calibrate on (default 32)")
-    parser.add_argument("--calibration-method", default=None,
-                        choices=("minmax", "percentile", "entropy"))
-    parser.add_argument("--keep-float", default=None, metavar="KIND,...",
-                        help="layer kinds kept in float32: stem, head, depthwise, upsampling "
-                             "(default: stem,head; 'none' quantizes every layer)")
     args = parser.parse_args(argv)
-    if not args.int8 and args.out is None:
-        parser.error("--out is required (or give --int8)")
     try:
         start = time.perf_counter()
-        if args.int8:
-            from .quantize import (
-                CALIBRATION_IMAGES,
-                CALIBRATION_METHOD,
-                KEEP_FLOAT,
-                int8_record,
-                quantize_checkpoint,
-            )
-
-            keep = KEEP_FLOAT if args.keep_float is None else tuple(
-                k for k in args.keep_float.split(",") if k and k != "none")
-            path = quantize_checkpoint(args.checkpoint, args.out,
-                                       args.calibration_images or CALIBRATION_IMAGES, keep,
-                                       args.calibration_method or CALIBRATION_METHOD)
-        else:
-            path = export_onnx(args.checkpoint, args.out, args.opset)
+        path = export_onnx(args.checkpoint, args.out, args.opset)
         session, metadata = load_onnx(path)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -212,11 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     classes = classes_from_metadata(metadata)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {metadata['model_name']}, "
           f"{classes.num_classes} classes) in {time.perf_counter() - start:.1f} s")
-    if args.int8:
-        record = int8_record(metadata)
-        print(f"  {record['split']} mIoU ({record['images']} images): float32 "
-              f"{record['fp32_miou']:.4f}, int8 {record['int8_miou']:.4f}, "
-              f"loss {record['loss']:.4f} (budget {record['budget']})")
     return 0
 
 

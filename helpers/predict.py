@@ -27,7 +27,7 @@ Command line::
 The network runs on the runtime measured fastest on this machine (``--runtime auto``, timed
 once per machine and model configuration and cached: :mod:`helpers.runtime`); ``--runtime``
 forces one and ``--amp`` forces PyTorch's precision. ``auto`` also times the int8 model
-``best.int8.onnx`` beside the checkpoint (``python -m helpers.export --int8``) when its stored
+``best.int8.onnx`` beside the checkpoint (``python -m helpers.quantize``) when its stored
 accuracy loss is within budget, and says so when it picks it; ``--runtime onnx-int8`` forces
 it. ``--runtime onnx`` runs an exported model with onnxruntime: give the ``.onnx`` file from
 :mod:`helpers.export` as ``--checkpoint``, or a ``.pt`` checkpoint, which is then exported in

@@ -8,7 +8,8 @@ values per instruction as in float32 and read a quarter of the memory.
 
 The artefact is an ONNX file in the QDQ format (QuantizeLinear/DequantizeLinear pairs around
 the quantized operators, which onnxruntime fuses into int8 kernels), made by
-:func:`quantize_checkpoint` (``python -m helpers.export --int8``):
+:func:`quantize_checkpoint`, by default ``best.int8.onnx`` beside ``best.pt`` where
+``--runtime auto`` finds it:
 
 * calibration on training images only (evenly spaced over CamVid's videos), never validation
   or test;
@@ -23,12 +24,19 @@ the quantized operators, which onnxruntime fuses into int8 kernels), made by
 not an int8 artefact (:class:`helpers.errors.CheckpointError`) or whose checkpoint changed
 since the export (:class:`StaleArtefactError`). :mod:`helpers.runtime` offers the artefact to
 ``--runtime auto`` only when its stored loss is within :data:`ACCURACY_BUDGET`.
+
+Command line::
+
+    python -m helpers.quantize --checkpoint runs/quick/unet-effnet-lite0/best.pt
+        [--out FILE] [--calibration-images 32] [--keep-float stem,head] [--calibration-method minmax]
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -302,7 +310,7 @@ def int8_record(metadata: dict) -> dict | None:
 def within_budget(record: dict | None, budget: float = ACCURACY_BUDGET) -> tuple[bool, str]:
     """Return ``(usable, reason)``: whether a stored accuracy record is within ``budget``."""
     if record is None:
-        return False, "it has no accuracy record (re-export it with python -m helpers.export --int8)"
+        return False, "it has no accuracy record (make it again with python -m helpers.quantize)"
     loss = record["fp32_miou"] - record["int8_miou"]
     words = (f"{record.get('split', 'validation')} mIoU {record['int8_miou']:.4f} in int8 vs "
              f"{record['fp32_miou']:.4f} in float32, a loss of {loss:.4f}")
@@ -319,7 +327,7 @@ def check_artefact(path: str | Path, checkpoint: str | Path | None = None, threa
     checkpoint named in the artefact, where it lies beside it) has changed since the export.
     """
     path = Path(path)
-    fix = "make it again with python -m helpers.export --int8 --checkpoint CHECKPOINT"
+    fix = "make it again with python -m helpers.quantize --checkpoint CHECKPOINT"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such int8 model; {fix}")
     try:
@@ -355,3 +363,40 @@ def quantize_tensor(values: torch.Tensor, axis: int | None = None, bits: int = 8
     integers = torch.clamp(torch.round(values / scale), -limit, limit).to(torch.int8)
     return integers, scale
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.quantize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a best.pt written by helpers.train")
+    parser.add_argument("--out", default=None,
+                        help="the int8 .onnx file to write (default: best.int8.onnx beside the "
+                             "checkpoint, where --runtime auto finds it)")
+    parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
+                        help="training images to calibrate on")
+    parser.add_argument("--calibration-method", default=CALIBRATION_METHOD,
+                        choices=("minmax", "percentile", "entropy"))
+    parser.add_argument("--keep-float", default=",".join(KEEP_FLOAT), metavar="KIND,...",
+                        help="layer kinds kept in float32: stem, head, depthwise, upsampling, "
+                             "or none")
+    args = parser.parse_args(argv)
+    keep = tuple(k for k in args.keep_float.split(",") if k and k != "none")
+    try:
+        start = time.perf_counter()
+        path = quantize_checkpoint(args.checkpoint, args.out, args.calibration_images, keep,
+                                   args.calibration_method)
+        _, metadata = load_onnx(path)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    record = int8_record(metadata)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {metadata['model_name']}) in "
+          f"{time.perf_counter() - start:.1f} s")
+    print(f"  {record['split']} mIoU ({record['images']} images): float32 "
+          f"{record['fp32_miou']:.4f}, int8 {record['int8_miou']:.4f}, "
+          f"loss {record['loss']:.4f} (budget {record['budget']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

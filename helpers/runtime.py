@@ -14,7 +14,7 @@ and keeps the fastest. The candidates:
   tens of seconds per input shape, worth it for a server, not for one photo);
 * ``onnx``: onnxruntime, float32, the model exported in memory (:mod:`helpers.export`);
 * ``onnx-int8``: onnxruntime, int8, the artefact ``best.int8.onnx`` beside ``best.pt`` made by
-  ``python -m helpers.export --int8`` (:mod:`helpers.quantize`). ``auto`` times it only when
+  ``python -m helpers.quantize`` (:mod:`helpers.quantize`). ``auto`` times it only when
   its stored accuracy record (validation mIoU in int8 and float32) is within
   :data:`helpers.quantize.ACCURACY_BUDGET`, and says why it took or passed over it; a stale
   or corrupt artefact is passed over by ``auto`` (with the reason) and refused with a

@@ -17,9 +17,9 @@ from helpers.checkpoint import load_model, read_checkpoint
 from helpers.data import read_image
 from helpers.errors import CheckpointError
 from helpers.export import export_onnx, fix_same_padding, load_onnx
-from helpers.export import main as export_main
 from helpers.inference import onnx_logits, predict_logits
 from helpers.quantize import StaleArtefactError, artefact_path, int8_record
+from helpers.quantize import main as quantize_main
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
@@ -39,7 +39,7 @@ def int8_run(smoke_checkpoint, tmp_path_factory):
     """A copy of the smoke checkpoint with its int8 model beside it, made by the command line."""
     folder = tmp_path_factory.mktemp("int8")
     checkpoint = shutil.copy(smoke_checkpoint, folder / "best.pt")
-    assert export_main(["--checkpoint", str(checkpoint), "--int8"]) == 0
+    assert quantize_main(["--checkpoint", str(checkpoint)]) == 0
     return folder / "best.pt", artefact_path(folder / "best.pt")
 
 
@@ -208,7 +208,7 @@ def test_a_stale_artefact_gives_a_clear_error(beside, cache, capsys):
     payload["metrics"] = {"val": {"miou": 0.123}}  # the checkpoint changes (e.g. retrained)
     torch.save(payload, checkpoint)
     with pytest.raises(StaleArtefactError, match=r"best.int8.onnx: stale: best.pt has changed .*"
-                                                 r"python -m helpers.export --int8"):
+                                                 r"python -m helpers.quantize"):
         runtime.load_runtime("onnx-int8", checkpoint, "cpu")
     with pytest.raises(CheckpointError, match="stale"):  # the file given directly: same check
         runtime.load_runtime("onnx", path, "cpu")
@@ -237,7 +237,7 @@ def test_a_corrupt_or_foreign_artefact_gives_a_clear_one_line_error(beside, cont
     assert evaluate_main(["--checkpoint", str(checkpoint), "--split", "val",
                           "--runtime", "onnx-int8"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and all(words in line and "--int8" in line for line in errors)
+    assert len(errors) == 2 and all(words in line and "helpers.quantize" in line for line in errors)
 
 
 def test_a_checkpoint_without_an_artefact(smoke_checkpoint, tmp_path, cache):
