@@ -120,8 +120,9 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     """Load a checkpoint and score it on a split of the dataset it was trained on.
 
     ``runtime="auto"`` runs the network on the runtime measured fastest on this machine
-    (:mod:`helpers.runtime`); ``torch``, ``onnx``, ``onnx-int8`` (the int8 model beside the
-    checkpoint) or a timed variant forces one. ``amp``
+    (:mod:`helpers.runtime`), never on the int8 model (a score measures the checkpoint itself);
+    ``torch``, ``onnx``, ``onnx-int8`` (the int8 model beside the checkpoint) or a timed variant
+    forces one. ``amp``
     (default: the checkpoint's configuration) is PyTorch's precision. The result's
     ``runtime`` entry says which ran, in which precision, and why. ``scales`` other than
     ``(1.0,)`` adds multi-scale test-time augmentation (run by PyTorch).
@@ -134,7 +135,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     device = pick_device(device)
     model, info = load_model(checkpoint)
     config = info["config"]
-    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
+    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress,
+                          int8=False)
     dataset = build_datasets(config)[split]
     # The runtime's own PyTorch module where it has one: scoring then stays on its device.
     model = loaded.model if loaded.model is not None else model
@@ -166,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multi-scale test-time augmentation, e.g. 0.75,1,1.25 (default 1)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="auto: the fastest measured on this machine (the int8 model "
-                             "beside the checkpoint only within its accuracy budget); or force one")
+                        help="auto: the fastest measured on this machine (never the int8 "
+                             "model: onnx-int8 scores it); or force one")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
                         help="PyTorch's precision (default: the checkpoint's setting, auto)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")

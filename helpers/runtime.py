@@ -304,7 +304,8 @@ def measure(runtimes: dict[str, Runtime], repetitions: int = 5, warmup: int = 2)
 
 def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = None,
                    compile: bool = False, threads: int | None = None, cache: Path | None = None,
-                   progress: bool = True, loaded: dict | None = None) -> tuple[str, dict]:
+                   progress: bool = True, loaded: dict | None = None,
+                   int8: bool = True) -> tuple[str, dict]:
     """Return ``(name, record)``: the fastest runtime measured on this machine for a checkpoint.
 
     The record holds the timings (ms for one 360x480 image), the CPU, whether they came from the
@@ -312,7 +313,7 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
     configuration (the cache); ``progress`` prints the timings when it measures. ``loaded``,
     a dict, receives the runtimes loaded for measuring (by name), for the caller to reuse.
     An int8 artefact beside the checkpoint is timed only when :func:`int8_candidate` accepts
-    it; the record's ``int8`` entry says why it was or was not.
+    it (and ``int8`` is true); the record's ``int8`` entry says why it was or was not.
     """
     device = pick_device(device)
     checkpoint = Path(checkpoint)
@@ -321,7 +322,7 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
     names = candidates_for(device, compile)
     if names == ["torch"]:
         return "torch", {"reason": f"{device.type}: PyTorch (onnxruntime runs on the CPU here)"}
-    int8_usable, int8_note = int8_candidate(checkpoint)
+    int8_usable, int8_note = int8_candidate(checkpoint) if int8 else (False, {})
     if int8_note and not int8_usable and progress:
         print(f"int8 model not considered: {int8_note['reason']}", flush=True)
     if int8_usable:
@@ -363,15 +364,19 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
 
 def open_runtime(runtime: str, checkpoint: str | Path, device: str | torch.device | None = None,
                  amp: str = "auto", threads: int | None = None, compile: bool = False,
-                 progress: bool = True) -> Runtime:
-    """Return a loaded :class:`Runtime`: ``auto`` picks the fastest measured, any other name forces it."""
+                 progress: bool = True, int8: bool = True) -> Runtime:
+    """Return a loaded :class:`Runtime`: ``auto`` picks the fastest measured, any other name forces it.
+
+    ``int8=False`` keeps ``auto`` from considering the checkpoint's int8 model (scoring a
+    checkpoint measures the checkpoint itself).
+    """
     choice, measured = {"forced": True}, {}
     if runtime == "auto":
         if amp != "auto":  # a forced precision means PyTorch in that precision
             runtime, choice = "torch", {"reason": f"amp={amp!r} forces PyTorch in that precision"}
         else:
             runtime, choice = choose_runtime(checkpoint, device, compile, threads,
-                                             progress=progress, loaded=measured)
+                                             progress=progress, loaded=measured, int8=int8)
             if runtime == "onnx-int8" and progress and choice.get("int8"):
                 print(f"int8 model chosen, the fastest measured here: {choice['int8']['reason']}",
                       flush=True)

@@ -240,6 +240,18 @@ def test_a_corrupt_or_foreign_artefact_gives_a_clear_one_line_error(beside, cont
     assert len(errors) == 2 and all(words in line and "helpers.quantize" in line for line in errors)
 
 
+def test_scoring_a_checkpoint_never_picks_its_int8_model(beside, cache):
+    from helpers.evaluate import evaluate_checkpoint
+
+    checkpoint, path = beside
+    with_metadata(path, path, accuracy=json.dumps(
+        {"split": "val", "images": 4, "fp32_miou": 0.5, "int8_miou": 0.5, "loss": 0.0}))
+    assert runtime.int8_candidate(checkpoint)[0] is True  # the prediction command would time it
+    result = evaluate_checkpoint(checkpoint, "val", runtime="auto", progress=False)
+    assert result["runtime"]["precision"] != "int8"
+    assert "onnx-int8" not in result["runtime"]["choice"].get("timings_ms", {})
+
+
 def test_a_checkpoint_without_an_artefact(smoke_checkpoint, tmp_path, cache):
     checkpoint = shutil.copy(smoke_checkpoint, tmp_path / "best.pt")
     name, record = runtime.choose_runtime(checkpoint, "cpu", progress=False)
