@@ -10,7 +10,15 @@ CPU and whether it has native bf16, and the prediction path against the fastest 
 the same run (target: within 10%).
 
     python benchmarks/inference_latency.py [--checkpoint runs/quick/unet-effnet-lite0/best.pt]
-        [--threads 2] [--repetitions 30] [--compile] [--save] [--decoder-channels 256,128,64,32,16]
+        [--threads 2] [--repetitions 30] [--compile] [--int8] [--save]
+        [--decoder-channels 256,128,64,32,16]
+
+``--int8`` also times the int8 model (``onnx-int8``: ``best.int8.onnx`` beside the checkpoint,
+made by ``python -m helpers.quantize``; made here in a scratch folder where it is absent)
+and prints its median against the fastest runtime that is not int8 (target: <= 0.5x);
+``--save`` then writes ``..._int8[...].json``. ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` keeps
+oneDNN (PyTorch) off AMX, to measure a VNNI CPU without it (``..._no-amx``);
+``benchmarks/int8_speed.py`` runs the three cases in one command.
 
 Without the checkpoint (not trained yet) an untrained unet-effnet-lite0 stands in: the timing
 of a network does not depend on its weights. OpenMP threads sleep when idle (PASSIVE, as the
@@ -59,6 +67,24 @@ def untrained_checkpoint(folder: Path, decoder_channels=None) -> Path:
     return save_checkpoint(folder / "untrained.pt", model, config, CAMVID_CLASSES)
 
 
+def int8_model(checkpoint: Path, folder: Path) -> Path:
+    """Return a checkpoint with a fresh int8 model beside it: ``checkpoint`` itself when its
+    ``best.int8.onnx`` is there and current, else a copy in ``folder`` quantized now."""
+    import shutil
+
+    from helpers.errors import CheckpointError
+    from helpers.quantize import artefact_path, check_artefact, quantize_checkpoint
+
+    try:
+        check_artefact(artefact_path(checkpoint), checkpoint)
+        return checkpoint
+    except CheckpointError as error:
+        print(f"{error}: quantizing a copy for this benchmark", flush=True)
+    copy = Path(shutil.copy(checkpoint, folder / "int8-source.pt"))
+    quantize_checkpoint(copy, progress=False)
+    return copy
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--int8", action="store_true", help="also time the int8 model")
     parser.add_argument("--decoder-channels", default=None, metavar="C1,...,C5",
                         help="time an untrained U-Net with these decoder widths instead")
     parser.add_argument("--save", action="store_true", help="write results/inference_latency.json")
@@ -104,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         loaded = load_runtime(name, checkpoint, device, threads=args.threads)
         timings[name] = partial(loaded.logits, image)
+    int8_info = None
+    if args.int8:
+        int8_checkpoint = int8_model(checkpoint, Path(scratch.name))
+        loaded = load_runtime("onnx-int8", int8_checkpoint, device, threads=args.threads)
+        timings["onnx-int8"] = partial(loaded.logits, image)
+        int8_info = loaded.describe()
     # The prediction path: what helpers.predict and the web app run with --runtime auto
     # (measured once on this machine and cached, see helpers.runtime).
     predictor = Predictor(checkpoint, runtime="auto", threads=args.threads, compile=args.compile)
@@ -111,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     path_label = f"prediction path ({chosen['runtime']})"
     timings[path_label] = partial(predictor._logits, image)
 
-    print(f"CPU: {cpu.describe()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    print(f"CPU: {cpu.describe()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+          + (f"; ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
     print(f"{source}: {info['config'].model}, input {args.height}x{args.width} (padded to "
           f"multiples of 32), batch 1, {args.threads} threads, {args.repetitions} repetitions, "
           "runtimes taking turns")
@@ -137,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<38} median {r['median_ms']:6.1f} ms   p90 {r['p90_ms']:6.1f} ms   "
               f"min {r['min_ms']:6.1f} ms")
     fastest = min((n for n in results if n != path_label), key=lambda n: results[n]["median_ms"])
+    int8_ratio = int8_baseline = None
+    if args.int8:
+        int8_baseline = min((n for n in results if n not in (path_label, "onnx-int8")
+                             and "int8" not in n), key=lambda n: results[n]["median_ms"])
+        int8_ratio = results["onnx-int8"]["median_ms"] / results[int8_baseline]["median_ms"]
+        print(f"int8: onnx-int8 {results['onnx-int8']['median_ms']:.1f} ms = {int8_ratio:.2f}x the "
+              f"fastest runtime not in int8 ({int8_baseline}, "
+              f"{results[int8_baseline]['median_ms']:.1f} ms) (target <= 0.50x: "
+              f"{'met' if int8_ratio <= 0.5 else 'NOT met'})")
     ratio = results[path_label]["median_ms"] / results[fastest]["median_ms"]
     print(f"fastest: {fastest}, {results[fastest]['median_ms']:.1f} ms/image")
     print(f"prediction path: {chosen['runtime']} ({'cached' if chosen['choice'].get('cached') else 'measured now'}), "
@@ -151,13 +195,21 @@ def main(argv: list[str] | None = None) -> int:
         summary = {"OMP wait policy": policy,
                    **{f"{name} ms": r["median_ms"] for name, r in results.items()},
                    "prediction path vs fastest": ratio}
-        name = "benchmark_inference_latency" + ("" if policy == "PASSIVE" else f"_{policy.lower()}")
+        name = "benchmark_inference_latency" + ("_int8" if args.int8 else "")
+        name += "" if policy == "PASSIVE" else f"_{policy.lower()}"
         name += "_bf16-hidden" if simulated else ""
+        name += "_no-amx" if "AMX" not in isa.upper() and isa else ""
+        if args.int8:
+            summary.update({"int8 vs fastest not int8": int8_ratio,
+                            "fastest not int8": int8_baseline})
         path = write_result(name, {
             "checkpoint": source, "model": info["config"].model, "threads": args.threads,
             "omp_wait_policy": policy, "cpu": cpu.describe(), "cpu_native_bf16": cpu.native_bf16,
             "input": [args.height, args.width], "batch": 1, "latency": results,
             "fastest": fastest, "prediction_path": chosen, "prediction_path_vs_fastest": ratio,
+            "onednn_max_cpu_isa": isa or None,
+            **({"int8": int8_info, "int8_vs_fastest_not_int8": int8_ratio,
+                "fastest_not_int8": int8_baseline} if args.int8 else {}),
             "summary": summary},
             info["config"].profile if checkpoint.name != "untrained.pt" else "untrained")
         print(f"wrote {path}")

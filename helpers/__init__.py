@@ -6,7 +6,7 @@ says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``
 ``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
-``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
+``stats``, ``checkpoint``, ``plots``, ``export``, ``quantize``, ``runtime``, ``evaluate``, ``crf``, ``train``,
 ``budget``, ``predict``, ``webapp``, ``widgets`` (notebook 06's upload widget and the web app
 opened from a notebook), ``study``, ``report``, ``experiment``, ``hub`` (released weights),
 ``notebook`` (the notebooks' setup; standard library only at import), ``notebook_run`` (``make

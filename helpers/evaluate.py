@@ -120,7 +120,9 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     """Load a checkpoint and score it on a split of the dataset it was trained on.
 
     ``runtime="auto"`` runs the network on the runtime measured fastest on this machine
-    (:mod:`helpers.runtime`); ``torch``, ``onnx`` or a timed variant forces one. ``amp``
+    (:mod:`helpers.runtime`), never on the int8 model (a score measures the checkpoint itself);
+    ``torch``, ``onnx``, ``onnx-int8`` (the int8 model beside the checkpoint) or a timed variant
+    forces one. ``amp``
     (default: the checkpoint's configuration) is PyTorch's precision. The result's
     ``runtime`` entry says which ran, in which precision, and why. ``scales`` other than
     ``(1.0,)`` adds multi-scale test-time augmentation (run by PyTorch).
@@ -137,7 +139,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", tta_flip: bool = False,
     # A class file edited since training would score a model against other classes.
     check_class_count(checkpoint, model.num_classes, dataset.classes,
                       f"the class file {config.class_file}" if config.class_file else "CamVid")
-    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress)
+    loaded = open_runtime(runtime, checkpoint, device, amp or config.amp, progress=progress,
+                          int8=False)
     # The runtime's own PyTorch module where it has one: scoring then stays on its device.
     model = loaded.model if loaded.model is not None else model
     result = evaluate(model, dataset, config.batch_size, loaded.dtype, tta_flip=tta_flip,
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="multi-scale test-time augmentation, e.g. 0.75,1,1.25 (default 1)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="auto: the fastest measured on this machine; or force one")
+                        help="auto: the fastest measured on this machine (never the int8 "
+                             "model: onnx-int8 scores it); or force one")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default=None,
                         help="PyTorch's precision (default: the checkpoint's setting, auto)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")

@@ -10,6 +10,8 @@ the input convention and the checkpoint's metrics, so ``--runtime onnx`` in
 Command line::
 
     python -m helpers.export --checkpoint runs/quick/unet-effnet-lite0/best.pt --out model.onnx
+
+The int8 model is made by ``python -m helpers.quantize`` (:mod:`helpers.quantize`).
 """
 
 from __future__ import annotations
@@ -50,16 +52,61 @@ def _optional(module: str):
                                   "repository, or pip install -r requirements.txt") from error
 
 
+class StaticSamePadConv(torch.nn.Module):
+    """A TensorFlow-style "same" convolution of stride 1 or 2 with its padding fixed.
+
+    timm's ``Conv2dSame`` (the EfficientNet-Lite encoders' strided and dilated convolutions)
+    computes its padding from the input size at run time, which exports as a float shape
+    computation in front of every such convolution. The padding is in fact a constant here:
+    ``(k - 1) * d`` pixels for stride 1, and ``(k - 1) * d - 1`` for stride 2 on an even size
+    (``(n / 2 - 1) * 2 + (k - 1) * d + 1 - n``), and every input of the exported model is a
+    multiple of 32. So it exports as a plain ``Pad`` (split as TensorFlow splits it), which the
+    int8 quantizer and onnxruntime's optimizer handle.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        pads = []
+        for kernel, dilation, stride in zip(reversed(conv.kernel_size), reversed(conv.dilation),
+                                            reversed(conv.stride), strict=True):
+            total = max((kernel - 1) * dilation + 1 - stride, 0)
+            pads += [total // 2, total - total // 2]
+        self.pads = tuple(pads)  # (left, right, top, bottom), as F.pad takes them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(x, self.pads)
+        return torch.nn.functional.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride,
+                                          0, self.conv.dilation, self.conv.groups)
+
+
+def fix_same_padding(model: torch.nn.Module) -> int:
+    """Replace the "same" convolutions of timm encoders (stride 1 or 2) by :class:`StaticSamePadConv`.
+
+    Only valid for inputs whose sides are multiples of the encoder's stride (the exported model's
+    contract). Returns how many were replaced; other convolutions are left as they are.
+    """
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "Conv2dSame" and set(child.stride) <= {1, 2}:
+                setattr(parent, name, StaticSamePadConv(child))
+                replaced += 1
+    return replaced
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = OPSET):
     """Export a checkpoint to ONNX; return the written path, or the model bytes when ``out`` is None.
 
     Uses the TorchScript-based exporter (``dynamo=False``), which handles the smp models with
-    dynamic batch, height and width in one pass.
+    dynamic batch, height and width in one pass. The encoder's "same" padding is exported as
+    constants (:func:`fix_same_padding`).
     """
     onnx = _optional("onnx")
 
     model, info = load_model(checkpoint, "cpu")
     model = model.float().eval()
+    fix_same_padding(model)
     example = torch.rand(1, 3, 8 * STRIDE, 8 * STRIDE)
     buffer = io.BytesIO()
     dynamic = {0: "batch", 2: "height", 3: "width"}

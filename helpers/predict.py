@@ -26,7 +26,10 @@ Command line::
 
 The network runs on the runtime measured fastest on this machine (``--runtime auto``, timed
 once per machine and model configuration and cached: :mod:`helpers.runtime`); ``--runtime``
-forces one and ``--amp`` forces PyTorch's precision. ``--runtime onnx`` runs an exported model with onnxruntime: give the ``.onnx`` file from
+forces one and ``--amp`` forces PyTorch's precision. ``auto`` also times the int8 model
+``best.int8.onnx`` beside the checkpoint (``python -m helpers.quantize``) when its stored
+accuracy loss is within budget, and says so when it picks it; ``--runtime onnx-int8`` forces
+it. ``--runtime onnx`` runs an exported model with onnxruntime: give the ``.onnx`` file from
 :mod:`helpers.export` as ``--checkpoint``, or a ``.pt`` checkpoint, which is then exported in
 memory at start-up (a few seconds).
 
@@ -361,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="best.pt from helpers.train (or a .onnx file with --runtime onnx)")
     parser.add_argument("--out", required=True, help="folder for the masks and overlays")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="auto: the fastest measured on this machine (timed once, cached); "
-                             "torch, onnx or one of the timed variants forces it")
+                        help="auto: the fastest measured on this machine (timed once, cached; "
+                             "the int8 model beside the checkpoint only within its accuracy "
+                             "budget); torch, onnx, onnx-int8 or a timed variant forces it")
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
                         help="PyTorch's precision (auto: bf16 only with native bf16 units); "
                              "forcing one runs PyTorch")

@@ -12,7 +12,13 @@ and keeps the fastest. The candidates:
 * ``torch-fp32-compiled``, ``torch-bf16-compiled``: the same through
   :func:`helpers.inference.compile_for_inference` (only with ``compile=True``: compiling takes
   tens of seconds per input shape, worth it for a server, not for one photo);
-* ``onnx``: onnxruntime, float32, the model exported in memory (:mod:`helpers.export`).
+* ``onnx``: onnxruntime, float32, the model exported in memory (:mod:`helpers.export`);
+* ``onnx-int8``: onnxruntime, int8, the artefact ``best.int8.onnx`` beside ``best.pt`` made by
+  ``python -m helpers.quantize`` (:mod:`helpers.quantize`). ``auto`` times it only when
+  its stored accuracy record (validation mIoU in int8 and float32) is within
+  :data:`helpers.quantize.ACCURACY_BUDGET`, and says why it took or passed over it; a stale
+  or corrupt artefact is passed over by ``auto`` (with the reason) and refused with a
+  :class:`helpers.errors.CheckpointError` when forced.
 
 The timings are cached per machine in ``runtimes.json`` under :func:`cache_dir`, keyed by the
 CPU model and flags, the torch and onnxruntime versions, the thread count and the network's
@@ -46,7 +52,8 @@ from .inference import (
 )
 from .precision import Precision, choose_precision, cpu_info
 
-CANDIDATES = ("torch-fp32", "torch-bf16", "torch-fp32-compiled", "torch-bf16-compiled", "onnx")
+CANDIDATES = ("torch-fp32", "torch-bf16", "torch-fp32-compiled", "torch-bf16-compiled", "onnx",
+              "onnx-int8")
 RUNTIMES = ("auto", "torch", *CANDIDATES)
 CACHE_FORMAT = "helpers-runtime-cache/1"
 CACHE_FILE = "runtimes.json"
@@ -79,6 +86,7 @@ class Runtime:
     session: object = None  # the onnxruntime session (None for PyTorch)
     precision: Precision | None = None
     choice: dict = field(default_factory=dict)  # how the runtime was chosen (see choose_runtime)
+    int8: dict | None = None  # an int8 artefact's stored accuracy record (helpers.quantize)
 
     def logits(self, images: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
         """Return float32 logits (N, C, H, W); ``tta_flip`` averages the mirrored image's."""
@@ -89,10 +97,12 @@ class Runtime:
 
     def describe(self) -> dict:
         """Return the runtime, its precision and how it was chosen (JSON-ready)."""
-        return {"runtime": self.name, "device": str(self.device),
-                "precision": str(self.dtype or torch.float32).replace("torch.", ""),
+        precision = "int8" if self.int8 is not None else \
+            str(self.dtype or torch.float32).replace("torch.", "")
+        return {"runtime": self.name, "device": str(self.device), "precision": precision,
                 "precision_reason": self.precision.reason if self.precision else "",
                 "cpu": cpu_info().describe() if self.device.type == "cpu" else None,
+                **({"int8_accuracy": self.int8} if self.int8 is not None else {}),
                 **({"choice": self.choice} if self.choice else {})}
 
 
@@ -107,11 +117,16 @@ def load_runtime(name: str, checkpoint: str | Path, device: str | torch.device |
     checkpoint = Path(checkpoint)
     if name not in RUNTIMES or name == "auto":
         raise ValueError(f"runtime must be one of {RUNTIMES[1:]} here, not {name!r}")
+    if name == "onnx-int8":
+        return _load_int8(checkpoint, threads)
     if name == "onnx":
         from .export import classes_from_metadata, export_onnx, load_onnx
+        from .quantize import is_int8
 
         source = checkpoint if checkpoint.suffix == ".onnx" else export_onnx(checkpoint)
         session, metadata = load_onnx(source, threads)
+        if is_int8(metadata):  # an int8 file given as the model: checked as such
+            return _load_int8(checkpoint, threads)
         return Runtime(name, lambda images: onnx_logits(session, images), torch.device("cpu"),
                        None, classes_from_metadata(metadata), metadata.get("model_name", ""),
                        session=session,
@@ -143,6 +158,54 @@ def onnx_installed() -> bool:
     return find_spec("onnx") is not None and find_spec("onnxruntime") is not None
 
 
+def _load_int8(checkpoint: Path, threads: int | None) -> Runtime:
+    """Return the ``onnx-int8`` runtime: the int8 artefact of ``checkpoint`` (or the file given)."""
+    from .export import classes_from_metadata
+    from .quantize import artefact_path, check_artefact, int8_record
+
+    if checkpoint.suffix == ".onnx":
+        session, metadata = check_artefact(checkpoint, threads=threads)
+    else:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+        session, metadata = check_artefact(artefact_path(checkpoint), checkpoint, threads)
+    record = int8_record(metadata)
+    reason = ("onnxruntime runs the int8 model" + (
+        f" (validation mIoU {record['int8_miou']:.4f}, float32 {record['fp32_miou']:.4f})"
+        if record else " (no accuracy record)"))
+    return Runtime("onnx-int8", lambda images: onnx_logits(session, images), torch.device("cpu"),
+                   None, classes_from_metadata(metadata), metadata.get("model_name", ""),
+                   session=session, precision=Precision("cpu", None, False, reason),
+                   int8=record or {})
+
+
+def int8_candidate(checkpoint: str | Path) -> tuple[bool, dict]:
+    """Return ``(considered, note)``: whether ``auto`` may time the checkpoint's int8 artefact.
+
+    Only an artefact that loads, is not stale and whose stored accuracy loss is within
+    :data:`helpers.quantize.ACCURACY_BUDGET` is considered; ``note`` says which file and why.
+    """
+    from .errors import CheckpointError
+    from .quantize import artefact_path, check_artefact, file_sha256, int8_record, within_budget
+
+    path = artefact_path(checkpoint)
+    if not path.is_file():
+        return False, {}
+    note = {"artefact": str(path)}
+    if not onnx_installed():
+        return False, {**note, "considered": False,
+                       "reason": f"{path.name}: onnxruntime is not installed (pip install '.[onnx]')"}
+    try:
+        _, metadata = check_artefact(path, checkpoint, threads=1)
+    except CheckpointError as error:
+        return False, {**note, "considered": False, "reason": str(error)}
+    usable, reason = within_budget(int8_record(metadata))
+    note.update(considered=usable, reason=f"{path.name}: {reason}")
+    if usable:
+        note["sha256"] = file_sha256(path)
+    return usable, note
+
+
 def candidates_for(device: torch.device, compile: bool = False) -> list[str]:
     """Return the runtimes worth timing on ``device`` (see the module docstring)."""
     if device.type != "cpu":
@@ -157,11 +220,13 @@ def candidates_for(device: torch.device, compile: bool = False) -> list[str]:
     return names
 
 
-def cache_key(checkpoint: str | Path, candidates: list[str], threads: int | None = None) -> dict:
+def cache_key(checkpoint: str | Path, candidates: list[str], threads: int | None = None,
+              int8_sha256: str | None = None) -> dict:
     """Return what a cached measurement is valid for: this machine, its libraries, this network.
 
     The network's configuration (name, classes, widths), not its weights: a retrained model of
-    the same configuration runs at the same speed.
+    the same configuration runs at the same speed. An int8 artefact is identified by its
+    ``int8_sha256`` (which layers it keeps in float32 changes its speed).
     """
     from .checkpoint import read_checkpoint
 
@@ -183,6 +248,7 @@ def cache_key(checkpoint: str | Path, candidates: list[str], threads: int | None
                                            "decoder_channels")},
         "input": list(MEASURE_SIZE),
         "candidates": list(candidates),
+        **({"int8": int8_sha256} if int8_sha256 else {}),
     }
     return json.loads(json.dumps(key))  # as it reads back from the cache (tuples become lists)
 
@@ -249,13 +315,16 @@ def measure(runtimes: dict[str, Runtime], repetitions: int = 5, warmup: int = 2)
 
 def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = None,
                    compile: bool = False, threads: int | None = None, cache: Path | None = None,
-                   progress: bool = True, loaded: dict | None = None) -> tuple[str, dict]:
+                   progress: bool = True, loaded: dict | None = None,
+                   int8: bool = True) -> tuple[str, dict]:
     """Return ``(name, record)``: the fastest runtime measured on this machine for a checkpoint.
 
     The record holds the timings (ms for one 360x480 image), the CPU, whether they came from the
     cache, and the cache key. Measures at most once per machine, library versions and network
     configuration (the cache); ``progress`` prints the timings when it measures. ``loaded``,
     a dict, receives the runtimes loaded for measuring (by name), for the caller to reuse.
+    An int8 artefact beside the checkpoint is timed only when :func:`int8_candidate` accepts
+    it (and ``int8`` is true); the record's ``int8`` entry says why it was or was not.
     """
     device = pick_device(device)
     checkpoint = Path(checkpoint)
@@ -264,13 +333,19 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
     names = candidates_for(device, compile)
     if names == ["torch"]:
         return "torch", {"reason": f"{device.type}: PyTorch (onnxruntime runs on the CPU here)"}
+    int8_usable, int8_note = int8_candidate(checkpoint) if int8 else (False, {})
+    if int8_note and not int8_usable and progress:
+        print(f"int8 model not considered: {int8_note['reason']}", flush=True)
+    if int8_usable:
+        names.append("onnx-int8")
+    extra = {"int8": int8_note} if int8_note else {}
     path = (cache or cache_dir()) / CACHE_FILE
-    key = cache_key(checkpoint, names, threads)
+    key = cache_key(checkpoint, names, threads, int8_note.get("sha256"))
     key_id = _key_id(key)
     entries = read_cache(path)
     entry = entries.get(key_id)
     if isinstance(entry, dict) and entry.get("key") == key and entry.get("fastest") in names:
-        return entry["fastest"], {**entry, "cached": True, "cache": str(path)}
+        return entry["fastest"], {**entry, **extra, "cached": True, "cache": str(path)}
     if progress:
         print(f"timing inference runtimes on this machine ({', '.join(names)}; once, cached in "
               f"{path})", flush=True)
@@ -295,20 +370,27 @@ def choose_runtime(checkpoint: str | Path, device: str | torch.device | None = N
               flush=True)
     entries[key_id] = entry
     write_cache(path, entries)
-    return fastest, {**entry, "cached": False, "cache": str(path)}
+    return fastest, {**entry, **extra, "cached": False, "cache": str(path)}
 
 
 def open_runtime(runtime: str, checkpoint: str | Path, device: str | torch.device | None = None,
                  amp: str = "auto", threads: int | None = None, compile: bool = False,
-                 progress: bool = True) -> Runtime:
-    """Return a loaded :class:`Runtime`: ``auto`` picks the fastest measured, any other name forces it."""
+                 progress: bool = True, int8: bool = True) -> Runtime:
+    """Return a loaded :class:`Runtime`: ``auto`` picks the fastest measured, any other name forces it.
+
+    ``int8=False`` keeps ``auto`` from considering the checkpoint's int8 model (scoring a
+    checkpoint measures the checkpoint itself).
+    """
     choice, measured = {"forced": True}, {}
     if runtime == "auto":
         if amp != "auto":  # a forced precision means PyTorch in that precision
             runtime, choice = "torch", {"reason": f"amp={amp!r} forces PyTorch in that precision"}
         else:
             runtime, choice = choose_runtime(checkpoint, device, compile, threads,
-                                             progress=progress, loaded=measured)
+                                             progress=progress, loaded=measured, int8=int8)
+            if runtime == "onnx-int8" and progress and choice.get("int8"):
+                print(f"int8 model chosen, the fastest measured here: {choice['int8']['reason']}",
+                      flush=True)
     loaded = measured.get(runtime) or load_runtime(runtime, checkpoint, device, amp, threads)
     loaded.choice = choice
     return loaded
