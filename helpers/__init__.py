@@ -1,14 +1,16 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
-Modules, from the bottom up (each imports only modules before it, except that
-``train.ensure_trained`` calls ``budget``, which times ``train``'s step; the README's
-"Architecture" section says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
-``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
-``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
-data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
-``stats``, ``checkpoint``, ``plots``, ``export``, ``runtime``, ``evaluate``, ``crf``, ``train``,
-``budget``, ``predict``, ``webapp``, ``study``, ``report``, ``experiment``. Imports stay light
-here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
+Modules, from the bottom up (each imports only modules listed before it, at the top of a file
+or inside a function, so the package has no import cycle; the architecture documentation says
+what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
+``machine``, ``precision``, ``provenance``, ``distributed``, ``schedule``, ``inference``,
+``pretrained``, ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``,
+``datasets``, ``data`` (the data command line, re-exporting the modules before it),
+``batch_transforms``, ``models``, ``stats``, ``checkpoint``, ``plots``, ``export``,
+``runtime``, ``evaluate``, ``crf``, ``step``, ``finetune``, ``runs``, ``training_data``,
+``plan``, ``train``, ``budget``, ``predict``, ``webapp``, ``study_results``, ``study``, ``report``,
+``experiment``. Imports stay light here so that ``import helpers`` is instant; each module
+imports its heavy libraries itself.
 """
 
 from __future__ import annotations

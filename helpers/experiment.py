@@ -18,12 +18,14 @@ METRIC_ROWS = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy",
                "mean_class_accuracy": "mean class accuracy", "dice": "Dice (macro)"}
 
 
-def ensure_result(config, progress: bool = True) -> dict:
+def ensure_result(config: Config, progress: bool = True) -> dict:
     """Return a model's results entry, training and evaluating it on test first if needed.
 
-    The entry (``results/<model>.json``) is reused while it belongs to the current best
-    checkpoint of the configuration's run; otherwise the model is (re)scored, with and without
-    flip TTA, and the entry rewritten.
+    ``config`` is what trains, exactly (:func:`helpers.train.ensure_trained`): plan it for this
+    machine first with :func:`helpers.budget.plan_run`, as the notebooks do. The entry
+    (``results/<model>.json``) is reused while it belongs to the current best checkpoint of the
+    configuration's run; otherwise the model is (re)scored, with and without flip TTA, and the
+    entry rewritten.
     """
     from .evaluate import evaluate_checkpoint
     from .train import ensure_trained
