@@ -243,7 +243,29 @@ def float32_recipe_table(results: dict[str, dict]) -> str:
                               f"{recipe.get('note', '')}_")
 
 
-BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe_table, "full-profile-table": full_profile_table,
+def quick_recipe_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of the runs that chose the quick recipe
+    (``results/quick_recipe.json``): each run's precision, CPU, recipe, epochs, seed, scores and
+    training time, and the command that trained it."""
+    recipe = results.get("quick_recipe")
+    if not recipe:
+        return "_Not measured yet._"
+    rows = ["| Transfer U-Net, quick profile | Precision | CPU | Epochs | Seed | Best epoch "
+            "| Val mIoU | Test mIoU | Training (s) | Training command |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in recipe["runs"]:
+        seconds = run.get("train_seconds")
+        rows.append(f"| {run['variant']} | {run['precision']} | {run['cpu']} | {run['epochs']} "
+                    f"| {run['seed']} | {run['best_epoch']} | {_fmt(run['val_miou'])} "
+                    f"| {_fmt(run['test_miou'])} | {'–' if seconds is None else f'{seconds:.0f}'} "
+                    f"| `{run['train_command']}` |")
+    commits = ", ".join(dict.fromkeys(str(run["commit"]) for run in recipe["runs"]))
+    return "\n".join(rows) + (f"\n\n_Commits {commits}; scored with "
+                              f"`{recipe['runs'][0]['evaluate_command']}`. {recipe.get('note', '')}_")
+
+
+BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe_table,
+          "quick-recipe-table": quick_recipe_table, "full-profile-table": full_profile_table,
           "flaws-table": flaws_table, "crf-table": crf_table, "benchmarks": benchmarks_table,
           "label-efficiency-table": label_efficiency_table}
 
