@@ -9,7 +9,7 @@ not cached: ``auto`` is bf16 on a CPU with native bf16, ``off`` float32, which i
 slower, and up to which slowdown each number of epochs still fits::
 
     python benchmarks/report_budget.py [--precisions auto,off] [--slower 1.4,2] [--cached]
-                                       [--compare-recipe] [--save]
+                                       [--compare-recipe] [--rounds N] [--save]
 
 ``--cached`` plans with the batch times ``make report`` measured and cached on this machine
 instead; ``--compare-recipe`` also times the training step of the pretrained networks with
@@ -20,6 +20,8 @@ their whole encoder trained (``frozen_stages=0``), the step the quick recipe rep
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 
 import torch
 
@@ -31,6 +33,11 @@ from helpers.plan import cached_epoch_times, epoch_plan, epochs_within_budget, p
 from helpers.precision import choose_precision, cpu_info
 
 MODELS = ("unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0")
+
+
+def median_timing(timings: list[dict]) -> dict:
+    """Return the median of each batch time over several measurements."""
+    return {k: statistics.median(t[k] for t in timings) for k in timings[0]}
 
 
 def scaled(timing: dict, factor: float) -> dict:
@@ -63,21 +70,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="plan with the batch times make report measured and cached on this "
                              "machine, where there are some, instead of timing them anew")
     parser.add_argument("--compare-recipe", action="store_true",
-                        help="also time the step of the pretrained networks with frozen_stages=0")
+                        help="also time the step of the pretrained networks with frozen_stages=0 "
+                             "(the two measured in turns)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measurements per model and precision; the median of each batch "
+                             "time is kept")
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args(argv)
     factors = [1.0] + [float(f) for f in args.slower.split(",") if f]
     device = torch.device("cpu")
     cpu = cpu_info()
-    print(f"CPU {cpu.describe()}, {torch.get_num_threads()} threads")
-    rows, datasets = [], None
+    print(f"CPU {cpu.describe()}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
+    rows, datasets, load = [], None, os.getloadavg()[0]
     for amp in [a.strip() for a in args.precisions.split(",") if a.strip()]:
         for model in MODELS:
             config = load_config("quick", model, amp=amp)
             datasets = datasets or build_datasets(config)
             precision = choose_precision(device, config.amp, config.model)
             cached = cached_epoch_times(config, precision) if args.cached else None
-            timing = cached or measure_epoch_seconds(config, device, precision, datasets, args.batches)
+            whole = config.replace(frozen_stages=0)  # the step the quick recipe replaces
+            compare = args.compare_recipe and config.frozen_stages and not cached
+            timings, wholes = [], []
+            for _ in range(1 if cached else args.rounds):  # taking turns, on a shared machine
+                if not cached:
+                    timings.append(measure_epoch_seconds(config, device, precision, datasets,
+                                                         args.batches))
+                if compare:
+                    wholes.append(measure_epoch_seconds(whole, device, precision, datasets,
+                                                        args.batches))
+            timing = cached or median_timing(timings)
             plan = epoch_plan(config, datasets)
             row = {"model": model, "amp": amp, "precision": str(precision),
                    "table_epochs": config.epochs, "budget_minutes": config.train_minutes,
@@ -87,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                    "train_batches": plan[0], "eval_batches": plan[1],
                    **{k: timing[k] for k in ("seconds_per_train_batch", "seconds_per_eval_batch")},
                    **plan_model(config, timing, plan, factors)}
-            if args.compare_recipe and config.frozen_stages:
-                whole = measure_epoch_seconds(config.replace(frozen_stages=0), device, precision,
-                                              datasets, args.batches)
+            if compare:
+                whole = median_timing(wholes)
                 row["seconds_per_train_batch_whole_encoder"] = whole["seconds_per_train_batch"]
                 print(f"{model} ({precision.name}): training step {whole['seconds_per_train_batch']:.3f} s "
                       f"with the whole encoder trained, {timing['seconds_per_train_batch']:.3f} s "
@@ -114,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         path = report.write_result("benchmark_report_budget", {
             "cpu": cpu.describe(), "cpu_native_bf16": cpu.native_bf16,
-            "torch_threads": torch.get_num_threads(), "models": rows, "training_minutes": totals,
+            "torch_threads": torch.get_num_threads(), "load_average_at_start": load,
+            "models": rows, "training_minutes": totals,
             "summary": totals}, "quick")
         print(f"wrote {path}")
     return 0
