@@ -5,7 +5,7 @@ import json
 import pytest
 
 from helpers.config import PROFILE_NAMES, RECIPES, STUDY, Config, load_config, parse_overrides
-from helpers.crf import deeplab_crf_settings
+from helpers.crf import DEEPLAB_CRF_SETTINGS, deeplab_crf_settings
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILE_NAMES))
@@ -42,7 +42,7 @@ def test_load_config_is_a_lookup_of_one_row_per_profile_and_model():
         load_config("medium")
     # What notebook 07 trains DeepLabV3+ for is its row; what it scores, the CRF settings.
     assert load_config("quick", "deeplabv3plus-effnet-lite0").epochs == 5
-    assert deeplab_crf_settings(load_config("quick")).crf_test_images == 40
+    assert deeplab_crf_settings(load_config("quick")) is DEEPLAB_CRF_SETTINGS["quick"]
 
 
 def test_the_label_studys_rows_keep_the_runs_it_recorded():
