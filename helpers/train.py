@@ -118,14 +118,17 @@ class Run:
 
     @property
     def writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
         return self.processes.rank == 0
 
     @property
     def last_path(self) -> Path:
+        """The checkpoint that resumes the run."""
         return self.out_dir / "last.pt"
 
     @property
     def best_path(self) -> Path:
+        """The checkpoint of the epoch with the lowest validation loss."""
         return self.out_dir / "best.pt"
 
 
