@@ -21,7 +21,7 @@ export CAMVID_DIR
 .PHONY: help setup report study test lint serve benchmarks release
 
 help:
-	@echo "make report   run notebooks 01-07 ($(PROFILE) profile) and store their outputs: figures/, results/, README table"
+	@echo "make report   run notebooks 01-07 ($(PROFILE) profile) and store their outputs: figures/, results/, the tables of README and docs/"
 	@echo "make study    the label-efficiency study and notebook 08 ($(PROFILE) profile; quick: about 1 h)"
 	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
 	@echo "make serve    start the web app on the latest report checkpoint"
@@ -32,6 +32,8 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	# The distribution was called "helpers" before it took the project's name: drop that one.
+	$(BIN)/python -m pip uninstall --quiet --yes helpers 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -88,4 +90,7 @@ benchmarks: $(STAMP)
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/inference_latency.py --compile --save
 	$(BIN)/python benchmarks/predict_large_photo.py
 	$(BIN)/python benchmarks/load_webapp.py --checkpoint $(REPORT_RUN)/best.pt
+	$(BIN)/python benchmarks/upload_memory.py --checkpoint $(REPORT_RUN)/best.pt --save
+	$(BIN)/python benchmarks/int8_accuracy.py --checkpoint $(REPORT_RUN)/best.pt --make
+	$(BIN)/python benchmarks/int8_speed.py --checkpoint $(REPORT_RUN)/best.pt
 	$(BIN)/python -m helpers.report

@@ -1,4 +1,4 @@
-"""Collect a run of benchmarks/gpu_full.sh into ``results/full_profile.json`` (the README table).
+"""Collect a run of benchmarks/gpu_full.sh into ``results/full_profile.json`` (the full-profile table of docs/results.md).
 
     python benchmarks/full_profile_results.py OUT_DIR [--png-scores FILE] [--note TEXT]
 

@@ -19,7 +19,7 @@ set -euo pipefail
 CAMVID_DIR=$(cd "$1" && pwd); OUT=$(mkdir -p "$2" && cd "$2" && pwd); MODE=${3:-seeds}
 PROFILE=${PROFILE:-full}
 DEVICE=${DEVICE:-cuda}
-# A guard, not a budget: on one H100 the seeds wave took about 400 s (see the README).
+# A guard, not a budget: on one H100 the seeds wave took about 400 s (docs/results.md#full-length-on-a-gpu-the-full-profile).
 WAVE_SECONDS=${WAVE_SECONDS:-540}
 PYTHON=${PYTHON:-python3}
 cd "$(dirname "$0")/.."

@@ -25,7 +25,7 @@ from helpers.evaluate import evaluate
 from helpers.inference import amp_dtype, pick_device
 from helpers.models import build_model
 from helpers.study import MODELS, STUDY_PROFILES, study_config
-from helpers.train import build_optimizer, train_one_epoch
+from helpers.train import TrainState, build_optimizer, train_one_epoch
 
 
 def main() -> None:
@@ -58,17 +58,16 @@ def main() -> None:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, config.lr, total_steps=(args.repeats + 1) * len(batches))
         dtype = amp_dtype(device, config.amp, model_name)
-        prepared[model_name] = (config, datasets["val"], batches, model, optimizer, scheduler, dtype)
-        train_one_epoch(model, batches, optimizer, scheduler, None, None, device, dtype,
-                        progress=False)  # warm-up: allocator, oneDNN kernel selection
+        state = TrainState(model, optimizer, scheduler, device, dtype)
+        prepared[model_name] = (config, datasets["val"], batches, model, state, dtype)
+        train_one_epoch(state, batches, progress=False)  # warm-up: allocator, oneDNN kernel selection
         figures["models"][model_name] = {"step_seconds": 0.0, "eval_seconds_per_image": 0.0,
                                          "crop_size": list(config.crop_size),
                                          "batch_size": config.batch_size}
     for _ in range(args.repeats):
-        for model_name, (config, val_set, batches, model, optimizer, scheduler, dtype) in prepared.items():
+        for model_name, (config, val_set, batches, model, state, dtype) in prepared.items():
             started = time.perf_counter()
-            train_one_epoch(model, batches, optimizer, scheduler, None, None, device, dtype,
-                            progress=False)
+            train_one_epoch(state, batches, progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             step = (time.perf_counter() - started) / len(batches)

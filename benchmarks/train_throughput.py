@@ -39,7 +39,7 @@ from helpers.inference import pick_device, predict_logits
 from helpers.metrics import IGNORE_INDEX
 from helpers.models import build_model
 from helpers.precision import choose_precision, cpu_info
-from helpers.train import build_optimizer, train_one_epoch
+from helpers.train import TrainState, build_optimizer, train_one_epoch
 
 
 def original_epoch(model, batches, optimizer, scheduler, device, num_classes):
@@ -152,10 +152,10 @@ def main() -> None:
         scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
         models[amp] = ours
 
-        def our_step(ours=ours, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                     dtype=precision.dtype):
-            train_one_epoch(ours, batches, optimizer, scheduler, scaler, None, device, dtype,
-                            channels_last=True, progress=False)
+        state = TrainState(ours, optimizer, scheduler, device, precision.dtype, scaler)
+
+        def our_step(state=state):
+            train_one_epoch(state, batches, progress=False)
 
         steps[f"ours {amp}"] = our_step
 

@@ -1,17 +1,18 @@
 """Semantic segmentation study: transfer learning vs a mini U-Net, on CamVid and your photos.
 
-Modules, from the bottom up (each imports only modules before it, except that
-``train.ensure_trained`` calls ``budget``, which times ``train``'s step; docs/architecture.md
-says what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``,
-``machine``, ``precision``, ``provenance``, ``distributed``, ``inference``, ``pretrained``,
+Modules, from the bottom up (each imports only modules listed before it, at the top of a file
+or inside a function, so the package has no import cycle; docs/architecture.md says
+what each owns): ``errors``, ``files``, ``config``, ``metrics``, ``labels``, ``imageio``, ``machine``,
+``precision``, ``provenance``, ``distributed``, ``schedule``, ``inference``, ``pretrained``,
 ``transforms``, ``boundary``, ``pairs``, ``checks``, ``downloads``, ``datasets``, ``data`` (the
 data command line, re-exporting the modules before it), ``batch_transforms``, ``models``,
-``stats``, ``checkpoint``, ``plots``, ``export``, ``quantize``, ``runtime``, ``evaluate``, ``crf``, ``train``,
-``budget``, ``predict``, ``webapp``, ``widgets`` (notebook 06's upload widget and the web app
-opened from a notebook), ``study``, ``report``, ``experiment``, ``hub`` (released weights),
+``stats``, ``checkpoint``, ``plots``, ``export``, ``quantize``, ``runtime``, ``evaluate``,
+``crf``, ``step``, ``finetune``, ``runs``, ``training_data``, ``plan``, ``train``, ``budget``,
+``predict``, ``webapp``, ``widgets`` (notebook 06's upload widget and the web app opened from a
+notebook), ``study_results``, ``study``, ``report``, ``experiment``, ``hub`` (released weights),
 ``notebook`` (the notebooks' setup; standard library only at import), ``notebook_run`` (``make
-report``'s executed notebooks, stored clean). Imports stay light
-here so that ``import helpers`` is instant; each module imports its heavy libraries itself.
+report``'s executed notebooks, stored clean). Imports stay light here so that ``import helpers``
+is instant; each module imports its heavy libraries itself.
 """
 
 from __future__ import annotations

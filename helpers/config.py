@@ -1,8 +1,9 @@
-"""Run configuration: one dataclass, three named profiles, and the project's paths.
+"""Run configuration: one dataclass, one table of every run's settings, the project's paths.
 
-The profile is chosen by the ``SEG_PROFILE`` environment variable (``smoke``, ``quick`` or
-``full``), so the same notebook runs in seconds in CI, in minutes on a laptop CPU and at full
-length on a GPU.
+:data:`RECIPES` has one row per (profile, model), the label-efficiency study's runs included;
+:func:`load_config` looks a row up. The profile is chosen by the ``SEG_PROFILE`` environment
+variable (``smoke``, ``quick`` or ``full``), so the same notebook runs in seconds in CI, in
+minutes on a laptop CPU and at full length on a GPU.
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ class Config:
     weight_decay: float = 1e-4
     # Early stopping: stop after this many epochs without a lower validation loss, counted only
     # once the one-cycle learning rate has annealed to early_stop_lr_fraction of its peak or
-    # lower (helpers.train.EarlyStopping explains why).
+    # lower (helpers.schedule.EarlyStopping explains why).
     patience: int = 7
     early_stop_lr_fraction: float = 0.25
     # Score the validation split (and the tracked test images) only from the epoch early
     # stopping may count from: the epochs the best model is chosen among in practice, the
-    # one-cycle rate annealed. Saves the evaluations of the rising and peak phases (the CPU
-    # float32 recipe, helpers.budget); the history has no validation figures for those epochs.
+    # one-cycle rate annealed. Saves the evaluations of the rising and peak phases (the quick
+    # recipe); the history has no validation figures for those epochs.
     validate_annealed_only: bool = False
     # "none", "median_frequency" (SegNet's weighting of the cross-entropy for CamVid) or
     # "sqrt_median_frequency" (its square root: a softer balance).
@@ -76,11 +77,11 @@ class Config:
     # Mixed precision and memory format: "auto" picks what measured fastest per device.
     amp: str = "auto"
     channels_last: bool = True
-    # Minutes of training this run may take on a CPU without native bf16 (float32 there):
-    # fewer epochs where the measured epoch time says the profile's would not fit
-    # (helpers.budget; make report's notebooks). None = always `epochs`.
+    # Minutes of training this run may take on a CPU: helpers.budget.plan_run (what the
+    # notebooks call) plans fewer epochs where the batch times it measures say `epochs` would
+    # not fit. None = always `epochs`. Not part of a run's identity (helpers.runs).
     train_minutes: float | None = None
-    # Set by helpers.budget when it sized the epochs: the measurement and the decision.
+    # Set by helpers.budget.plan_run when it planned the epochs: the measurement and the decision.
     time_budget: dict | None = None
     # Set by helpers.study for a run of the label-efficiency study: its subset and schedule.
     label_study: dict | None = None
@@ -108,7 +109,7 @@ class Config:
     freeze_encoder_epochs: int = 0
     # Keep the ImageNet weights and BatchNorm statistics of the pretrained encoder's first
     # stages (the stem with the first): 2 = every layer at 1/2 and 1/4 resolution, whose
-    # backward pass then never runs (helpers.train.freeze_stages). 0 = fine-tune the whole encoder.
+    # backward pass then never runs (helpers.finetune.freeze_stages). 0 = fine-tune the whole encoder.
     frozen_stages: int = 0
     # Log loss, mIoU and learning rate per epoch for TensorBoard (OUT/tensorboard/).
     tensorboard: bool = False
@@ -145,125 +146,122 @@ class Config:
         return "Config(\n" + "\n".join(rows) + "\n)"
 
 
-PROFILES: dict[str, Config] = {
-    # CI: a handful of images, tiny crops, two epochs; checks that everything runs.
-    "smoke": Config(
-        profile="smoke",
-        crop_size=(64, 96),
-        batch_size=2,
-        epochs=2,
-        patience=7,
-        max_train_images=8,
-        max_val_images=4,
-        max_test_images=4,
-        width=8,
-        track_test_each_epoch=4,
-    ),
-    # The CPU main job: the whole report in about half an hour on 2 cores.
-    "quick": Config(profile="quick", crop_size=(224, 320), batch_size=4, epochs=16, width=16,
-                    track_test_each_epoch=30),
-    # A GPU run at full length and resolution, augmented on the GPU, objects rescaled by
-    # 0.5-1.5x (benchmarks/gpu_full.sh runs it with seeds and levers).
-    "full": Config(
-        profile="full",
-        crop_size=(352, 480),
-        scale_limit=0.5,
-        batch_size=8,
-        epochs=80,
-        width=64,
-        num_workers=None,
-        augment_on_device=True,
-        sync_batchnorm=True,
-        track_test_each_epoch=233,
-    ),
+# ---------------------------------------------------------------------------------------------
+# One row per (profile, model): every setting of a run. A profile's rows share its data, crops and
+# batch (the dicts below); a model without a row of its own (the other pretrained encoders) trains
+# with the row of the profile's transfer U-Net. The label-efficiency study's runs have rows of
+# their own under "<profile> label study" (helpers.study adds each run's subset and schedule).
+
+PROFILE_NAMES = ("smoke", "quick", "full")
+DEFAULT_MODEL = "unet-effnet-lite0"
+DEEPLAB = "deeplabv3plus-effnet-lite0"
+STUDY = "label study"
+
+# CI: a handful of images, tiny crops, two epochs; checks that everything runs.
+_SMOKE = dict(profile="smoke", crop_size=(64, 96), batch_size=2, epochs=2, max_train_images=8,
+              max_val_images=4, max_test_images=4, width=8)
+# The CPU main job: the whole report in about 20 minutes on 2 cores.
+_QUICK = dict(profile="quick", crop_size=(224, 320), batch_size=4, width=16)
+# A GPU run at full length and resolution, augmented on the GPU, objects rescaled by 0.5-1.5x
+# (benchmarks/gpu_full.sh runs it with seeds and levers).
+_FULL = dict(profile="full", crop_size=(352, 480), scale_limit=0.5, batch_size=8, width=64,
+             augment_on_device=True, sync_batchnorm=True)
+# The from-scratch network's recipe in the study: heavier weight decay, more epochs.
+_SCRATCH = dict(model="mini-unet", weight_decay=5e-4)
+# The quick recipe of the pretrained networks on every CPU: the encoder's first two stages (1/2
+# and 1/4 resolution) keep their ImageNet weights and BatchNorm statistics, which skips their
+# backward pass (helpers.finetune.freeze_stages), and validation starts once the schedule has
+# annealed; helpers.budget.plan_run fits the epochs to the measured batch times and
+# train_minutes (docs/training-recipe-measurements.md: the runs that chose it).
+_QUICK_PRETRAINED = dict(frozen_stages=2, validate_annealed_only=True)
+
+RECIPES: dict[tuple[str, str], Config] = {
+    ("smoke", DEFAULT_MODEL): Config(**_SMOKE, track_test_each_epoch=4),
+    ("smoke", "mini-unet"): Config(**_SMOKE, **_SCRATCH, track_test_each_epoch=4),
+    ("smoke", DEEPLAB): Config(**_SMOKE, model=DEEPLAB, track_test_each_epoch=4),
+    # 12 of make report's 20 minutes train (the rest: set-up, and notebooks 01-07 apart from
+    # training, docs/training-recipe-measurements.md): most for the transfer U-Net, whose
+    # accuracy the report's comparison rests on; the others show what a few epochs show.
+    ("quick", DEFAULT_MODEL): Config(**_QUICK, **_QUICK_PRETRAINED, epochs=16, train_minutes=8.5,
+                                     track_test_each_epoch=30),
+    ("quick", "mini-unet"): Config(**_QUICK, **_SCRATCH, epochs=8, train_minutes=1.5,
+                                   track_test_each_epoch=30),
+    ("quick", DEEPLAB): Config(**_QUICK, **_QUICK_PRETRAINED, model=DEEPLAB, epochs=5,
+                               train_minutes=2.0, track_test_each_epoch=30),
+    ("full", DEFAULT_MODEL): Config(**_FULL, epochs=80, track_test_each_epoch=233),
+    ("full", "mini-unet"): Config(**_FULL, **_SCRATCH, epochs=30, track_test_each_epoch=233),
+    ("full", DEEPLAB): Config(**_FULL, model=DEEPLAB, epochs=80, track_test_each_epoch=233),
+    # The label-efficiency study (helpers.study): no per-epoch test scores, no time budget; the
+    # quick study on smaller crops than the report's so that its 24 runs fit about an hour.
+    (f"smoke {STUDY}", DEFAULT_MODEL): Config(**_SMOKE),
+    (f"smoke {STUDY}", "mini-unet"): Config(**_SMOKE, **_SCRATCH),
+    (f"quick {STUDY}", DEFAULT_MODEL): Config(**{**_QUICK, "crop_size": (192, 256)}),
+    (f"quick {STUDY}", "mini-unet"): Config(**{**_QUICK, "crop_size": (192, 256)}, **_SCRATCH),
+    (f"full {STUDY}", DEFAULT_MODEL): Config(**_FULL, num_workers=3),
+    (f"full {STUDY}", "mini-unet"): Config(**_FULL, **_SCRATCH, num_workers=3),
 }
 
-
-@dataclass(frozen=True)
-class DeepLabCRFSettings:
-    """What notebook 07 (DeepLabV3+ and the dense CRF, measured) runs in a profile."""
-
-    # DeepLabV3+'s training epochs; None = the profile's ``epochs``.
-    deeplab_epochs: int | None
-    # The CRF parameter search on the validation split: images, parameter sets, and mean-field
-    # iterations per set (DeepLab used 10).
-    search_images: int
-    search_candidates: int
-    crf_iterations: int
-    # Test images the CRF is scored on, evenly spaced; None = all.
-    crf_test_images: int | None
-    # Models also scored without the CRF on the whole test split.
-    full_test_models: tuple[str, ...]
-
-
-DEEPLAB_CRF_MODELS = ("U-Net", "DeepLabV3+", "mini U-Net")
-DEEPLAB_CRF_SETTINGS: dict[str, DeepLabCRFSettings] = {
-    "smoke": DeepLabCRFSettings(None, search_images=2, search_candidates=2, crf_iterations=2,
-                                crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
-    # About 8 minutes on 2 CPU cores including DeepLabV3+'s training: fewer epochs than the
-    # U-Nets, a small search, the CRF on 40 test images. Only DeepLabV3+ is scored on the whole
-    # test split here; the U-Nets' full-test scores come from notebooks 03 and 04.
-    "quick": DeepLabCRFSettings(5, search_images=8, search_candidates=6, crf_iterations=5,
-                                crf_test_images=40, full_test_models=("DeepLabV3+",)),
-    "full": DeepLabCRFSettings(None, search_images=40, search_candidates=24, crf_iterations=10,
-                               crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
-}
-
-
-def deeplab_crf_settings(config: Config) -> DeepLabCRFSettings:
-    """Return notebook 07's settings for a configuration's profile, epochs filled in."""
-    settings = DEEPLAB_CRF_SETTINGS[config.profile]
-    return dataclasses.replace(settings, deeplab_epochs=settings.deeplab_epochs or config.epochs)
-
-
-# The quick profile's training time per model on a CPU without native bf16 (helpers.budget):
-# 20 of the report's 30 minutes, most of them for the transfer U-Net, whose accuracy the
-# report's comparison rests on (the others show what they show in a few epochs). Its 15
-# minutes fit the 15 epochs its float32 recipe needs for 0.55 test mIoU up to batch times 1.65x
-# those of the AMD EPYC in the README's float32 report; there the mini U-Net's 2.5 fit 2 epochs
-# and DeepLabV3+'s 3 (benchmarks/report_budget.py --cached prints the plans).
-# SEG_TIME_BUDGET=off keeps every epoch (more accuracy, a longer report).
+# SEG_TIME_BUDGET=off keeps every epoch of the table (helpers.budget.plan_run plans nothing).
 TIME_BUDGET_ENV = "SEG_TIME_BUDGET"
-TRAIN_MINUTES = {"quick": {"unet-effnet-lite0": 15.0, "mini-unet": 2.5,
-                           "deeplabv3plus-effnet-lite0": 2.5}}
-# There the pretrained networks also take cheaper epochs, so that more of them fit: the
-# encoder's first two stages (1/2 and 1/4 resolution) kept at their ImageNet weights and
-# BatchNorm statistics, which skips their backward pass (helpers.train.freeze_stages), and
-# validation only once the schedule has annealed.
-FLOAT32_RECIPE = {"quick": {model: {"frozen_stages": 2, "validate_annealed_only": True}
-                            for model in ("unet-effnet-lite0", "deeplabv3plus-effnet-lite0")}}
-
-# The from-scratch network's recipe in the study: heavier weight decay, 30 epochs.
-SCRATCH_OVERRIDES = {"weight_decay": 5e-4, "frozen_stages": 0}
-SCRATCH_EPOCHS = {"smoke": 2, "quick": 8, "full": 30}
 
 
 def get_profile() -> str:
     """Return the profile named by ``SEG_PROFILE`` (default ``quick``)."""
     name = os.environ.get(PROFILE_ENV, DEFAULT_PROFILE).strip() or DEFAULT_PROFILE
-    if name not in PROFILES:
-        raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; choose one of {sorted(PROFILES)}")
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; choose one of {sorted(PROFILE_NAMES)}")
     return name
 
 
 def load_config(profile: str | None = None, model: str | None = None, **overrides) -> Config:
-    """Return the configuration of a profile for a model, with any field overridden.
+    """Return the configuration of a profile for a model: its row of :data:`RECIPES`, with
+    any field overridden.
 
-    The mini U-Net gets the study's scratch recipe (weight decay 5e-4, its own epoch count).
-    Quick-profile models get their time budget (``train_minutes``) unless ``SEG_TIME_BUDGET=off``.
+    ``profile`` defaults to ``$SEG_PROFILE`` (:func:`get_profile`), ``model`` to the transfer
+    U-Net. A model without a row of its own takes the row of the profile's transfer U-Net.
+    What the row says is what trains: :func:`helpers.budget.plan_run` plans the epochs of a
+    quick run for the machine, visibly, before training.
     """
     profile = profile or get_profile()
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    config = PROFILES[profile]
-    if model is not None:
-        config = config.replace(model=model)
-    if config.model.startswith("mini-unet"):
-        config = config.replace(**SCRATCH_OVERRIDES, epochs=SCRATCH_EPOCHS[profile])
-    budget_off = os.environ.get(TIME_BUDGET_ENV, "").strip().lower() in ("0", "off", "none")
-    if config.model in TRAIN_MINUTES.get(profile, {}) and not budget_off:
-        config = config.replace(train_minutes=TRAIN_MINUTES[profile][config.model])
+    model = model or DEFAULT_MODEL
+    if (profile, DEFAULT_MODEL) not in RECIPES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILE_NAMES)}")
+    config = RECIPES.get((profile, model)) or RECIPES[(profile, DEFAULT_MODEL)].replace(model=model)
     return config.replace(**overrides) if overrides else config
+
+
+def parse_overrides(assignments: list[str]) -> dict:
+    """Turn ``FIELD=VALUE`` strings into Config overrides, each value cast to its field's type.
+
+    ``crop_size=224,320`` gives a tuple, ``max_train_images=none`` gives None, and booleans
+    read ``true``/``false``. An unknown field is an error naming the known ones.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Config)}  # annotations as text: "int | None"
+    defaults = Config()
+    overrides = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in fields or name == "profile":
+            known = ", ".join(n for n in fields if n != "profile")
+            raise ValueError(f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {known}")
+        default = getattr(defaults, name)
+        if default is None and text.lower() in ("none", "null"):
+            value = None
+        elif isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {assignment!r}: {name} takes true or false")
+            value = text.lower() in ("true", "1")
+        elif isinstance(default, tuple) or fields[name].type.startswith("tuple"):
+            value = tuple(int(part) for part in text.split(","))
+        elif isinstance(default, float) or fields[name].type.startswith("float"):
+            value = float(text)
+        elif isinstance(default, int) or fields[name].type.startswith("int"):
+            value = int(text)
+        else:
+            value = text
+        overrides[name] = value
+    return overrides
 
 
 def repo_root(start: Path | str | None = None) -> Path:

@@ -424,3 +424,39 @@ def evaluate_with_crf(model, dataset, params: CRFParams | None = None, crf_indic
     result["crf_indices"] = sorted(crf_set)
     result["params"] = (params or DEFAULT_PARAMS).to_dict()
     return result
+
+
+@dataclass(frozen=True)
+class DeepLabCRFSettings:
+    """What notebook 07 (DeepLabV3+ and the dense CRF, measured) runs in a profile; DeepLabV3+'s
+    own training is its row of :data:`helpers.config.RECIPES`."""
+
+    # The CRF parameter search on the validation split: images, parameter sets, and mean-field
+    # iterations per set (DeepLab used 10).
+    search_images: int
+    search_candidates: int
+    crf_iterations: int
+    # Test images the CRF is scored on, evenly spaced; None = all.
+    crf_test_images: int | None
+    # Models also scored without the CRF on the whole test split.
+    full_test_models: tuple[str, ...]
+
+
+DEEPLAB_CRF_MODELS = ("U-Net", "DeepLabV3+", "mini U-Net")
+DEEPLAB_CRF_SETTINGS: dict[str, DeepLabCRFSettings] = {
+    "smoke": DeepLabCRFSettings(search_images=2, search_candidates=2, crf_iterations=2,
+                                crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
+    # On 2 CPU cores: a small search (6 validation images, 4 parameter sets: about 8 s a model)
+    # and the CRF on 24 test images (about 0.35 s each with the network). Only DeepLabV3+ is
+    # scored on the whole test split here; the U-Nets' full-test scores come from notebooks 03
+    # and 04.
+    "quick": DeepLabCRFSettings(search_images=6, search_candidates=4, crf_iterations=5,
+                                crf_test_images=24, full_test_models=("DeepLabV3+",)),
+    "full": DeepLabCRFSettings(search_images=40, search_candidates=24, crf_iterations=10,
+                               crf_test_images=None, full_test_models=DEEPLAB_CRF_MODELS),
+}
+
+
+def deeplab_crf_settings(config) -> DeepLabCRFSettings:
+    """Return notebook 07's CRF settings for a configuration's profile."""
+    return DEEPLAB_CRF_SETTINGS[config.profile]

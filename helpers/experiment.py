@@ -14,26 +14,31 @@ from pathlib import Path
 
 from .config import Config
 from .labels import ClassInfo
-from .report import model_result, read_results, write_result
+from .report import checkpoint_of, model_result, read_results, write_result
 
 METRIC_ROWS = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy",
                "mean_class_accuracy": "mean class accuracy", "dice": "Dice (macro)"}
 
 
-def ensure_result(config, progress: bool = True) -> dict:
+def ensure_result(config: Config, checkpoint: str | Path | None = None,
+                  progress: bool = True) -> dict:
     """Return a model's results entry, training and evaluating it on test first if needed.
 
-    The entry (``results/<model>.json``) is reused while it belongs to the current best
-    checkpoint of the configuration's run; otherwise the model is (re)scored, with and without
-    flip TTA, and the entry rewritten.
+    ``checkpoint`` is the model to score (:func:`helpers.hub.checkpoint_for` finds one: a run of
+    this machine, or the released weights); without it ``config`` trains, exactly
+    (:func:`helpers.train.ensure_trained`: plan it for this machine first with
+    :func:`helpers.budget.plan_run`, as the notebooks do). The entry (``results/<model>.json``)
+    is reused while it belongs to this checkpoint file; otherwise the model is (re)scored, with
+    and without flip TTA, and the entry rewritten.
     """
     from .evaluate import evaluate_checkpoint
     from .train import ensure_trained
 
-    best = ensure_trained(config, progress=progress)
+    best = Path(checkpoint) if checkpoint is not None else ensure_trained(config, progress=progress)
     stamp = best.stat().st_mtime_ns
     existing = read_results().get(config.model)
-    if existing and existing.get("checkpoint_mtime_ns") == stamp:
+    if (existing and existing.get("checkpoint_mtime_ns") == stamp
+            and checkpoint_of(existing).resolve() == best.resolve()):
         return existing
     test = evaluate_checkpoint(best, "test", progress=progress)
     test_tta = evaluate_checkpoint(best, "test", tta_flip=True, progress=progress)
@@ -131,7 +136,7 @@ def report_model(checkpoint: str | Path, config: Config, label: str, figure_pref
     from .plots import iou_bars, prediction_grid, save_fig
 
     classes = load_model(checkpoint)[1]["classes"]
-    result = ensure_result(config, progress=progress)
+    result = ensure_result(config, checkpoint, progress=progress)
     test = result["test"]
     figures = {}
     fig = iou_bars({label: test["iou"]}, classes.names,

@@ -41,7 +41,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import FLOAT32_RECIPE, Config, load_config, project_path
+from .config import Config, load_config, project_path
 from .errors import InputError
 from .files import write_json
 from .runtime import cache_dir
@@ -98,20 +98,20 @@ def _differences(ours: dict, theirs: dict, ignored: set[str]) -> list[str]:
 def run_differences(config: Config, saved: Config | dict, ignored=NOT_IN_THE_WEIGHTS) -> list[str]:
     """Return how ``config`` differs from a saved run's configuration (``field: saved -> ours``).
 
-    A run the time budget planned (``time_budget`` set on either side) counts as its profile
-    configuration: its epochs and the float32 recipe's fields are not compared.
+    A run the time budget planned (``time_budget`` set) counts as its table row's: the epochs
+    compared are those it was planned from (``table_epochs``), not those it trained.
     """
-    from .train import run_identity
+    from .runs import run_identity
 
     ours, theirs = run_identity(config), run_identity(saved)
+    records = [(c.to_dict() if isinstance(c, Config) else c).get("time_budget") for c in (config, saved)]
     skip = set(ignored)
-    for planned, other in ((ours, theirs), (theirs, ours)):
-        record = planned.get("time_budget")
-        if record and not other.get("time_budget"):
-            skip |= {"epochs", "time_budget", "train_minutes",
-                     *FLOAT32_RECIPE.get(config.profile, {}).get(config.model, {})}
-            if record.get("profile_epochs", other.get("epochs")) != other.get("epochs"):
-                return [f"epochs: {other.get('epochs')!r} -> {record.get('profile_epochs')!r}"]
+    if any(records):  # compare the epochs of the table row each side was planned from
+        skip.add("epochs")
+        mine, its = (record.get("table_epochs", record.get("profile_epochs")) if record else identity.get("epochs")
+                     for record, identity in zip(records, (ours, theirs), strict=True))
+        if None not in (mine, its) and mine != its:
+            return [f"epochs: {its!r} -> {mine!r}"]
     return _differences(ours, theirs, skip)
 
 
@@ -153,13 +153,8 @@ def _shown(differences: list[str]) -> str:
 
 def report_config(model: str, profile: str | None = None) -> Config:
     """Return the configuration the report trains a model with in a profile (default
-    ``$SEG_PROFILE``): the profile's, with notebook 07's epochs for DeepLabV3+."""
-    from .config import deeplab_crf_settings
-
-    config = load_config(profile, model)
-    if model.startswith("deeplabv3plus"):
-        config = config.replace(epochs=deeplab_crf_settings(config).deeplab_epochs)
-    return config
+    ``$SEG_PROFILE``): its row of :data:`helpers.config.RECIPES`, before the time budget's plan."""
+    return load_config(profile, model)
 
 
 def finished_run(config: Config) -> Path | None:
@@ -168,14 +163,14 @@ def finished_run(config: Config) -> Path | None:
     Looks where :func:`helpers.train.ensure_trained` keeps runs (the default folder and its
     ``@hash`` siblings); a run the time budget planned from ``config`` counts as ``config``'s.
     """
-    from .train import run_dir, saved_run_config
+    from .runs import run_dir, saved_run_config
 
     folder = run_dir(config)
     for candidate in [folder, *sorted(folder.parent.glob(f"{folder.name}@*"))]:
         if not ((candidate / "done.json").is_file() and (candidate / "best.pt").is_file()):
             continue
         saved = saved_run_config(candidate)
-        if saved is not None and not run_differences(config, saved, ignored=("tensorboard",)):
+        if saved is not None and not run_differences(config, saved, ignored=("tensorboard", "runs_dir")):
             return candidate / "best.pt"
     return None
 
@@ -184,12 +179,13 @@ def train_here(config: Config, progress: bool = True) -> Path:
     """Train ``config`` on this machine (or resume or reuse its run) and return its best checkpoint.
 
     The one place where :func:`checkpoint_for` trains: through
-    :func:`helpers.train.ensure_trained`, which sizes a quick-profile run to its time budget on
-    a CPU without native bf16 first.
+    :func:`helpers.budget.plan_run` (which fits a quick-profile run's epochs to its time budget
+    on a CPU, and prints what it decided) and :func:`helpers.train.ensure_trained`.
     """
+    from .budget import plan_run
     from .train import ensure_trained
 
-    return ensure_trained(config, progress=progress)
+    return ensure_trained(plan_run(config, progress=progress), progress=progress)
 
 
 def checkpoint_for(config: Config, use_released: bool = True,

@@ -47,7 +47,8 @@ setup()  # Colab: installs what is missing. Picks the profile, fetches the photo
 # The module each default dependency (pyproject.toml) is imported as, where it differs from
 # the distribution's name with dashes as underscores.
 IMPORT_NAMES = {"segmentation-models-pytorch": "segmentation_models_pytorch",
-                "opencv-python-headless": "cv2", "pillow": "PIL", "pyyaml": "yaml"}
+                "opencv-python-headless": "cv2", "pillow": "PIL", "pyyaml": "yaml",
+                "pydensecrf2": "pydensecrf.densecrf"}
 
 
 def in_colab() -> bool:

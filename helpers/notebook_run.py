@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import PROFILE_ENV, PROFILES, get_profile, output_dir, project_path
+from .config import PROFILE_ENV, PROFILE_NAMES, get_profile, output_dir, project_path
 from .files import write_json, write_text
 from .provenance import clean_json, git_commit, hardware
 
@@ -354,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such notebook: {', '.join(missing)}", file=sys.stderr)
         return 2
     profile = args.profile or get_profile()
-    if profile not in PROFILES:
-        print(f"error: --profile {profile!r} is not a profile; choose one of {sorted(PROFILES)}",
+    if profile not in PROFILE_NAMES:
+        print(f"error: --profile {profile!r} is not a profile; choose one of {sorted(PROFILE_NAMES)}",
               file=sys.stderr)
         return 2
     result = run_notebooks(args.notebooks, profile, args.out, args.record, args.timeout,

@@ -12,6 +12,7 @@ Command line::
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from datetime import UTC, datetime
@@ -244,13 +245,69 @@ def float32_recipe_table(results: dict[str, dict]) -> str:
                               f"{recipe.get('note', '')}_")
 
 
-BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe_table, "full-profile-table": full_profile_table,
+def _report_score(models: dict, model: str, tta: bool = False) -> str:
+    row = models.get(model)
+    if not row or row.get("test_miou") is None:
+        return "–"
+    extra = f" ({_fmt(row['test_miou_flip_tta'])})" if tta and row.get("test_miou_flip_tta") else ""
+    return f"{row['epochs_run']} epochs, {_fmt(row['test_miou'])}{extra}"
+
+
+def report_runs_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of ``make report`` timed from a fresh clone
+    (``results/report_clone_*.json``, ``benchmarks/report_from_clone.py``): wall time with and
+    without the set-up, the seconds of each notebook, and each network's epochs and test mIoU."""
+    runs = [r for name, r in sorted(results.items()) if name.startswith("report_clone_")]
+    if not runs:
+        return "_Run `python benchmarks/report_from_clone.py --save` to measure._"
+    notebooks = list(dict.fromkeys(n for r in runs for n in r["notebook_seconds"]))
+    rows = ["| Command | CPU | Commit | Minutes in all | Set-up (s) | "
+            + " | ".join(n.split("_")[0] for n in notebooks) + " | Transfer U-Net: epochs, test mIoU "
+            "(flip TTA) | Mini U-Net | DeepLabV3+ |",
+            "|---|---|---|---|---|" + "---|" * len(notebooks) + "---|---|---|"]
+    for run in runs:
+        score = functools.partial(_report_score, run["models"])
+        seconds = " | ".join(f"{run['notebook_seconds'].get(n, 0):.0f}" for n in notebooks)
+        rows.append(f"| `{run['command'].split(' (')[0]}` | {run['hardware']['summary']} "
+                    f"| {run['git_commit']} | **{run['wall_seconds'] / 60:.1f}** "
+                    f"| {run['setup_seconds']:.0f} | {seconds} | {score('unet-effnet-lite0', True)} "
+                    f"| {score('mini-unet')} | {score('deeplabv3plus-effnet-lite0')} |")
+    return "\n".join(rows) + ("\n\n_Quick profile, a fresh clone (`python benchmarks/report_from_clone.py"
+                              " [--native-bf16 0] --save`); seconds per notebook include its training;"
+                              " test mIoU on the 233 test images._")
+
+
+def quick_recipe_table(results: dict[str, dict]) -> str:
+    """Return the Markdown table of the runs that chose the quick recipe
+    (``results/quick_recipe.json``): each run's precision, CPU, recipe, epochs, seed, scores and
+    training time, and the command that trained it."""
+    recipe = results.get("quick_recipe")
+    if not recipe:
+        return "_Not measured yet._"
+    rows = ["| Transfer U-Net, quick profile | Precision | CPU | Epochs | Seed | Best epoch "
+            "| Val mIoU | Test mIoU | Training (s) | Training command |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in recipe["runs"]:
+        seconds = run.get("train_seconds")
+        rows.append(f"| {run['variant']} | {run['precision']} | {run['cpu']} | {run['epochs']} "
+                    f"| {run['seed']} | {run['best_epoch']} | {_fmt(run['val_miou'])} "
+                    f"| {_fmt(run['test_miou'])} | {'–' if seconds is None else f'{seconds:.0f}'} "
+                    f"| `{run['train_command']}` |")
+    commits = ", ".join(dict.fromkeys(str(run["commit"]) for run in recipe["runs"]))
+    return "\n".join(rows) + (f"\n\n_Commits {commits}; scored with "
+                              f"`{recipe['runs'][0]['evaluate_command']}`. {recipe.get('note', '')}_")
+
+
+BLOCKS = {"results-table": results_table, "float32-recipe-table": float32_recipe_table,
+          "quick-recipe-table": quick_recipe_table, "report-runs-table": report_runs_table, "full-profile-table": full_profile_table,
           "flaws-table": flaws_table, "crf-table": crf_table, "benchmarks": benchmarks_table,
           "label-efficiency-table": label_efficiency_table}
 
 
 # The page each generated block is written to, relative to the repository root.
 PAGES = {"results-table": "README.md", "float32-recipe-table": "docs/training.md",
+         "quick-recipe-table": "docs/training-recipe-measurements.md",
+         "report-runs-table": "docs/speed.md",
          "full-profile-table": "docs/results.md", "flaws-table": "docs/original-study.md",
          "crf-table": "docs/deeplab-crf.md", "benchmarks": "docs/speed.md",
          "label-efficiency-table": "docs/label-efficiency.md"}

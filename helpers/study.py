@@ -34,30 +34,39 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config, output_dir, project_path
+from .config import STUDY, Config, load_config, output_dir, project_path
 from .datasets import SegmentationDataset, build_datasets
+from .files import write_json
 from .provenance import clean_json, git_commit, hardware
-
-MODELS = ("unet-effnet-lite0", "mini-unet")
-MODEL_LABELS = {"unet-effnet-lite0": "pretrained (U-Net, EfficientNet-Lite0)",
-                "mini-unet": "from scratch (mini U-Net)"}
-# The original study trained on about 104 of its 130 labelled campus photos.
-ORIGINAL_STUDY_TRAIN_IMAGES = 104
-RESULTS_NAME = "label_efficiency"
+from .runs import read_history
+from .study_results import (  # noqa: F401 - the study's results and analysis, read as study.*
+    MODEL_LABELS,
+    MODELS,
+    ORIGINAL_STUDY_TRAIN_IMAGES,
+    RESULTS_NAME,
+    _run_key,
+    answer_sentence,
+    curves_table,
+    default_results_path,
+    equivalent_labels,
+    images_needed,
+    label_curves,
+    per_class_at,
+    read_study_results,
+    record_run,
+    save_figure,
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,9 @@ class StudyPlan:
     """The runs of a study profile and the schedule every one of them shares.
 
     ``steps`` optimizer steps per run; the full validation split is scored every
-    ``steps_per_evaluation`` steps. ``overrides`` change the training profile's Config (crop,
-    batch size...). ``jobs`` runs train at a time (separate processes).
+    ``steps_per_evaluation`` steps. ``jobs`` runs train at a time (separate processes). What
+    each run trains with otherwise (crop, batch size, workers) is its row of
+    :data:`helpers.config.RECIPES` under ``"<profile> label study"``.
     """
 
     sizes: tuple[int, ...]
@@ -74,7 +84,6 @@ class StudyPlan:
     steps: int
     steps_per_evaluation: int
     jobs: int = 1
-    overrides: dict = field(default_factory=dict)
 
     @property
     def evaluations(self) -> int:
@@ -96,10 +105,10 @@ STUDY_PROFILES: dict[str, StudyPlan] = {
     # smaller crop than the report's so that 24 runs fit); benchmarks/label_study_timing.py
     # measures the per-step and per-image times and prints the arithmetic.
     "quick": StudyPlan(sizes=(23, 46, 92, 367), seeds=(0, 1, 2), steps=276,
-                       steps_per_evaluation=92, overrides={"crop_size": (192, 256)}),
+                       steps_per_evaluation=92),
     # One GPU: 24 runs of 736 steps of 8 crops of 352x480 (16 passes of 368 crops), 4 at a time.
     "full": StudyPlan(sizes=(23, 46, 92, 367), seeds=(0, 1, 2), steps=736,
-                      steps_per_evaluation=92, jobs=4, overrides={"num_workers": 3}),
+                      steps_per_evaluation=92, jobs=4),
 }
 
 
@@ -154,31 +163,27 @@ class RepeatedSubset(SegmentationDataset):
 def study_config(profile: str, model: str, size: int, seed: int, plan: StudyPlan | None = None) -> Config:
     """Return the training configuration of one run of the study.
 
-    The training profile's recipe (the scratch model keeps its own weight decay), with the
-    study's schedule: ``plan.evaluations`` epochs of ``plan.steps_per_evaluation`` steps, no
-    early stopping, no per-epoch test tracking. ``max_train_images`` records the subset size and
-    ``label_study`` the subset's seed and size and the schedule. No time budget: every run
-    takes the same number of steps on any CPU.
+    The model's row of the profile's label study (:data:`helpers.config.RECIPES`: the scratch
+    model keeps its own weight decay; no per-epoch test tracking, no time budget, so every run
+    takes the same number of steps on any CPU), with the study's schedule: ``plan.evaluations``
+    epochs of ``plan.steps_per_evaluation`` steps and no early stopping. ``max_train_images``
+    records the subset size and ``label_study`` the subset's seed and size and the schedule.
     """
     plan = plan or STUDY_PROFILES[profile]
-    config = load_config(profile, model, **plan.overrides)
-    return config.replace(
+    return load_config(f"{profile} {STUDY}", model).replace(
         seed=seed,
         epochs=plan.evaluations,
         patience=plan.evaluations,
         max_train_images=size,
-        track_test_each_epoch=0,
-        train_minutes=None,
         label_study={"subset_seed": seed, "subset_size": size, "steps": plan.steps,
                      "steps_per_evaluation": plan.steps_per_evaluation},
     )
 
 
-def study_datasets(profile: str, plan: StudyPlan | None = None) -> dict[str, SegmentationDataset]:
+def study_datasets(profile: str) -> dict[str, SegmentationDataset]:
     """Return the study's source datasets: the whole training split, and validation and test
     as the profile limits them (complete in quick and full; a handful of images in smoke)."""
-    plan = plan or STUDY_PROFILES[profile]
-    config = load_config(profile, MODELS[0], **plan.overrides).replace(max_train_images=None)
+    config = load_config(f"{profile} {STUDY}", MODELS[0]).replace(max_train_images=None)
     return build_datasets(config)
 
 
@@ -200,11 +205,6 @@ def run_folder(runs_root: Path, model: str, size: int, seed: int) -> Path:
 def default_runs_root(profile: str) -> Path:
     """Return ``runs/study/PROFILE`` under the repository."""
     return project_path("runs", "study", profile)
-
-
-def default_results_path(profile: str) -> Path:
-    """Return ``results/label_efficiency.json`` (``build/smoke/results/`` in the smoke profile)."""
-    return output_dir("results", profile) / f"{RESULTS_NAME}.json"
 
 
 # --------------------------------------------------------------------------- one run
@@ -229,7 +229,7 @@ def train_and_score(config: Config, folder: Path, datasets: dict, plan: StudyPla
     model = prepare_model(model, device, config.channels_last)
     test = evaluate(model, datasets["test"], config.batch_size, amp_dtype(device, config.amp, config.model),
                     progress=progress, desc="test")
-    history = json.loads((folder / "history.json").read_text())
+    history = read_history(folder)
     names = list(datasets["test"].classes.names)
     machine = hardware()
     entry = {
@@ -258,7 +258,7 @@ def train_and_score(config: Config, folder: Path, datasets: dict, plan: StudyPla
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     entry = clean_json(entry)
-    _write_atomic(folder / "score.json", {"config": config.to_dict(), "entry": entry})
+    write_json(folder / "score.json", {"config": config.to_dict(), "entry": entry})
     return entry
 
 
@@ -276,7 +276,9 @@ def finished_entry(config: Config, folder: Path) -> dict | None:
     Compared as run identities: a field added to :class:`Config` after the run, at its
     default, leaves the run finished.
     """
-    from .train import run_identity
+    import json
+
+    from .runs import run_identity
 
     marker = folder / "score.json"
     if not marker.is_file():
@@ -284,57 +286,6 @@ def finished_entry(config: Config, folder: Path) -> dict | None:
     saved = json.loads(marker.read_text())
     same = isinstance(saved.get("config"), dict) and run_identity(saved["config"]) == run_identity(config)
     return saved["entry"] if same else None
-
-
-def _write_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
-def record_run(results_path: Path, entry: dict, lock_path: Path | None = None) -> None:
-    """Add (or replace) one run's entry in the results file, atomically and under a file lock.
-
-    Runs are keyed by (profile, model, size, seed), so the file can hold several profiles.
-    """
-    results_path = Path(results_path)
-    lock_path = Path(lock_path) if lock_path else results_path.with_name(f".{results_path.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock, _locked(lock):
-        data = read_study_results(results_path)
-        key = _run_key(entry)
-        data["runs"] = sorted([r for r in data["runs"] if _run_key(r) != key] + [entry], key=_run_key)
-        _write_atomic(results_path, data)
-
-
-@contextlib.contextmanager
-def _locked(handle):
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks (Windows): runs of one process never collide anyway
-        yield
-        return
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _run_key(entry: dict) -> tuple:
-    return (entry["profile"], MODELS.index(entry["model"]) if entry["model"] in MODELS else 99,
-            entry["model"], entry["size"], entry["seed"])
-
-
-def read_study_results(path: str | Path | None = None, profile: str | None = None) -> dict:
-    """Return the results file (``{"name", "runs": [...]}``), empty when absent; ``profile``
-    keeps that profile's runs only."""
-    path = Path(path) if path else default_results_path(profile or "quick")
-    data = json.loads(path.read_text()) if Path(path).is_file() else {"name": RESULTS_NAME, "runs": []}
-    if profile is not None:
-        data = {**data, "runs": [r for r in data["runs"] if r["profile"] == profile]}
-    return data
 
 
 # --------------------------------------------------------------------------- the study
@@ -345,7 +296,7 @@ def check_plan(profile: str, plan: StudyPlan) -> None:
     if plan.steps <= 0 or plan.steps % plan.steps_per_evaluation:
         raise ValueError(f"steps ({plan.steps}) must be a positive multiple of the steps between "
                          f"validations ({plan.steps_per_evaluation})")
-    batch_size = load_config(profile, MODELS[0], **plan.overrides).batch_size
+    batch_size = load_config(f"{profile} {STUDY}", MODELS[0]).batch_size
     samples = plan.steps_per_evaluation * batch_size
     if max(plan.sizes) > samples:
         raise ValueError(f"subsets larger than {samples} images ({plan.steps_per_evaluation} steps "
@@ -369,10 +320,9 @@ def _run_one(profile: str, plan: StudyPlan, seed: int, size: int, model: str, ru
         import torch
 
         torch.set_num_threads(threads)
-    key = (profile, repr(plan.overrides))
-    if key not in _SOURCE_CACHE:
-        _SOURCE_CACHE[key] = study_datasets(profile, plan)
-    source = _SOURCE_CACHE[key]
+    if profile not in _SOURCE_CACHE:
+        _SOURCE_CACHE[profile] = study_datasets(profile)
+    source = _SOURCE_CACHE[profile]
     config = study_config(profile, model, size, seed, plan)
     folder = run_folder(Path(runs_root), model, size, seed)
     entry = train_and_score(config, folder, run_datasets(source, config, plan), plan, device, progress)
@@ -435,133 +385,6 @@ def run_study(profile: str = "quick", plan: StudyPlan | None = None, device=None
                     on_run_done(entry)
     bar.close()
     return {"trained": trained, "skipped": skipped}
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def label_curves(runs: Sequence[dict], metric: str = "test_miou") -> dict[str, dict]:
-    """Return each model's curve: ``{model: {"sizes", "mean", "std", "seeds", "values"}}``.
-
-    ``std`` is the sample standard deviation over seeds (0 with a single seed); sizes ascend.
-    """
-    curves: dict[str, dict] = {}
-    for model in [m for m in MODELS if any(r["model"] == m for r in runs)]:
-        sizes = sorted({r["size"] for r in runs if r["model"] == model})
-        values = [[r[metric] for r in runs if r["model"] == model and r["size"] == s] for s in sizes]
-        curves[model] = {
-            "sizes": sizes,
-            "values": values,
-            "seeds": [len(v) for v in values],
-            "mean": [float(np.mean(v)) for v in values],
-            "std": [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values],
-        }
-    return curves
-
-
-def per_class_at(runs: Sequence[dict], size: int) -> dict[str, dict[str, float]]:
-    """Return ``{model: {class: mean IoU over seeds}}`` at one subset size (NaN-free means)."""
-    table: dict[str, dict[str, float]] = {}
-    for model in MODELS:
-        chosen = [r["per_class_iou"] for r in runs if r["model"] == model and r["size"] == size]
-        if not chosen:
-            continue
-        table[model] = {name: float(np.nanmean([np.nan if c[name] is None else c[name] for c in chosen]))
-                        for name in chosen[0]}
-    return table
-
-
-def images_needed(sizes: Sequence[int], values: Sequence[float], target: float) -> float | None:
-    """Return how many labelled images a curve needs to reach ``target``, or None if it never does.
-
-    The curve is piecewise linear in log(size) between measured sizes; the first crossing
-    counts. A target at or below the first value returns the first size (no extrapolation).
-    """
-    if not sizes:
-        return None
-    if values[0] >= target:
-        return float(sizes[0])
-    for (s0, v0), (s1, v1) in zip(zip(sizes, values, strict=True), zip(sizes[1:], values[1:], strict=True),
-                                  strict=False):
-        if v0 < target <= v1:
-            fraction = (target - v0) / (v1 - v0)
-            return float(math.exp(math.log(s0) + fraction * (math.log(s1) - math.log(s0))))
-    return None
-
-
-def equivalent_labels(curves: dict[str, dict], size: int, pretrained: str = MODELS[0],
-                      scratch: str = MODELS[1]) -> dict:
-    """Return how many labelled images the scratch model needs to match the pretrained one's
-    mean test mIoU at ``size``, with a range from the ±1 std bands.
-
-    ``{"size", "target", "target_std", "needed", "low", "high"}``: ``needed`` from the mean
-    curves; ``low`` where the scratch model's upper band meets the pretrained model's lower
-    band, ``high`` where its lower band meets the upper band. None means "not within the
-    largest subset".
-    """
-    p, s = curves[pretrained], curves[scratch]
-    index = p["sizes"].index(size)
-    target, spread = p["mean"][index], p["std"][index]
-    upper = [m + d for m, d in zip(s["mean"], s["std"], strict=True)]
-    lower = [m - d for m, d in zip(s["mean"], s["std"], strict=True)]
-    return {
-        "size": size,
-        "seeds": min(p["seeds"] + s["seeds"]),
-        "target": target,
-        "target_std": spread,
-        "needed": images_needed(s["sizes"], s["mean"], target),
-        "low": images_needed(s["sizes"], upper, target - spread),
-        "high": images_needed(s["sizes"], lower, target + spread),
-        "largest": s["sizes"][-1],
-    }
-
-
-def answer_sentence(result: dict) -> str:
-    """Return the study's answer in one sentence from :func:`equivalent_labels`."""
-    def amount(value):
-        return f"more than {result['largest']}" if value is None else f"{value:.0f}"
-
-    if result.get("seeds", 2) < 2:
-        spread, band = "", "one seed per point so far, so no uncertainty yet"
-    elif result["low"] is None:
-        spread = f" ± {result['target_std']:.3f}"
-        band = "its upper ±1 std band stays below the pretrained model's lower band at every size"
-    else:
-        spread = f" ± {result['target_std']:.3f}"
-        band = f"range from the ±1 std bands: {amount(result['low'])} to {amount(result['high'])}"
-    head = (f"With {result['size']} labelled photos the pretrained model reaches a test mIoU of "
-            f"{result['target']:.3f}{spread}")
-    if result["needed"] is None:
-        return f"{head}; the scratch model does not reach it with all {result['largest']} ({band})."
-    return f"{head}, which the scratch model needs about {result['needed']:.0f} for ({band})."
-
-
-def curves_table(runs: Sequence[dict]) -> str:
-    """Return a Markdown table: test mIoU mean ± std (seeds) per model and subset size."""
-    curves = label_curves(runs)
-    sizes = sorted({s for c in curves.values() for s in c["sizes"]})
-    rows = ["| Model | " + " | ".join(f"{s} images" for s in sizes) + " |",
-            "|---" * (len(sizes) + 1) + "|"]
-    for model, curve in curves.items():
-        cells = []
-        for size in sizes:
-            if size not in curve["sizes"]:
-                cells.append("–")
-                continue
-            i = curve["sizes"].index(size)
-            cells.append(f"{curve['mean'][i]:.3f} ± {curve['std'][i]:.3f} ({curve['seeds'][i]})")
-        rows.append(f"| {MODEL_LABELS.get(model, model)} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-def save_figure(runs: Sequence[dict], folder: str | Path | None = None, title: str = "") -> Path:
-    """Draw the label-efficiency curve of some runs and save it as ``label_efficiency.png``."""
-    from . import plots
-
-    curves = label_curves(runs)
-    labelled = {MODEL_LABELS.get(m, m): c for m, c in curves.items()}
-    fig = plots.label_efficiency(labelled, marker=ORIGINAL_STUDY_TRAIN_IMAGES, title=title)
-    return plots.save_fig(fig, "label_efficiency", folder)
 
 
 # --------------------------------------------------------------------------- command line

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import checkpoint, distributed, train
+from helpers import checkpoint, distributed, runs, train
 from helpers.config import load_config
 from helpers.evaluate import main as evaluate_main
 from helpers.models import build_model
@@ -43,10 +43,10 @@ def test_a_single_process_is_left_as_it_is(monkeypatch):
     # sync_batchnorm changes nothing in one process: a run's identity (and folder hash) is kept.
     full = load_config("full", "unet-effnet-lite0")
     assert full.sync_batchnorm and not load_config("quick").sync_batchnorm
-    assert train.run_identity(full) == train.run_identity(full.replace(sync_batchnorm=False))
-    two = train.run_identity(full, world_size=2)
-    assert two["world_size"] == 2 and two != train.run_identity(full)
-    assert train.run_identity({**full.to_dict(), "world_size": 2}) == two
+    assert runs.run_identity(full) == runs.run_identity(full.replace(sync_batchnorm=False))
+    two = runs.run_identity(full, world_size=2)
+    assert two["world_size"] == 2 and two != runs.run_identity(full)
+    assert runs.run_identity({**full.to_dict(), "world_size": 2}) == two
 
 
 def test_synchronised_batchnorm_on_the_cpu_keeps_the_model_it_converts():
@@ -107,8 +107,8 @@ def _one_step(model, images, masks):
     config = load_config("smoke", "mini-unet")
     optimizer = train.build_optimizer(model, config, torch.device("cpu"))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=10)
-    stats = train.train_one_epoch(model, [(images, masks)], optimizer, scheduler, None, None,
-                                  torch.device("cpu"), None, channels_last=False, progress=False)
+    state = train.TrainState(model, optimizer, scheduler, torch.device("cpu"), channels_last=False)
+    stats = train.train_one_epoch(state, [(images, masks)], progress=False)
     parameters = getattr(model, "module", model).named_parameters()  # without DDP's prefix
     return stats["loss"], {name: p.grad.clone() for name, p in parameters}
 
@@ -220,7 +220,7 @@ def test_torchrun_trains_once_and_the_checkpoint_loads_for_evaluation(camvid_dir
     # A folder trained by two processes is another run for one process: kept, not mixed in.
     one_process = load_config("smoke", "unet-effnet-lite0", sync_batchnorm=True,
                               freeze_encoder_epochs=1)
-    assert train.other_run_in(out, one_process) == ["world_size: 2 -> 1"]
+    assert runs.other_run_in(out, one_process) == ["world_size: 2 -> 1"]
 
     capsys.readouterr()
     assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--split", "val", "--json"]) == 0

@@ -251,14 +251,14 @@ def test_released_weights_stand_in_only_for_the_configuration_they_were_trained_
     manifest = hub.empty_manifest("weights-old") | {"assets": [entry]}
     found, reason = hub.released_entry(quick, manifest)
     assert found is None and "are of another configuration (epochs: 12 -> 16)" in reason
-    # Notebook 07 trains DeepLabV3+ for fewer epochs than the profile's: its release has them too.
     assert hub.released_entry(quick.replace(epochs=12), manifest)[0] is entry
     # A GPU's full profile gets the quick profile's weights, its own epochs aside.
     assert hub.released_entry(load_config("full", quick.model, epochs=20), manifest)[0] is entry
     found, reason = hub.released_entry(load_config("full", quick.model, lr=0.01), manifest)
     assert found is None and "not the full profile's own (lr: 0.001 -> 0.01)" in reason
+    # The report trains each network with its row of RECIPES (DeepLabV3+ for 5 quick epochs).
     deeplab = hub.report_config("deeplabv3plus-effnet-lite0", "quick")
-    assert deeplab.epochs == 5 < load_config("quick", deeplab.model).epochs  # notebook 07's
+    assert deeplab == load_config("quick", deeplab.model) and deeplab.epochs == 5
     found, reason = hub.released_entry(load_config("quick", "mini-unet"), manifest)
     assert found is None and "no quick-profile weights of mini-unet are released (weights-old)" in reason
 
@@ -266,7 +266,7 @@ def test_released_weights_stand_in_only_for_the_configuration_they_were_trained_
 def test_a_run_the_time_budget_planned_counts_as_its_profile_configuration():
     quick = load_config("quick", "unet-effnet-lite0")
     planned = quick.replace(epochs=11, frozen_stages=2, validate_annealed_only=True,
-                            time_budget={"profile_epochs": 16, "train_minutes": 15.0})
+                            time_budget={"table_epochs": 16, "train_minutes": 15.0})
     assert hub.run_differences(quick, planned.to_dict()) == []
     assert hub.run_differences(planned, quick) == []
     assert hub.run_differences(quick.replace(lr=2e-3), planned.to_dict()) == ["lr: 0.001 -> 0.002"]

@@ -193,3 +193,27 @@ def test_verify_command_names_a_damaged_file(camvid_dir, tmp_path, capsys, monke
     assert "2 file(s)" in err
     manifest = json.loads((ROOT / "helpers" / "camvid_manifest.json").read_text())
     assert manifest["source"] == data.CAMVID_URL
+
+
+def test_the_distribution_has_the_projects_name_and_an_spdx_licence(tmp_path, monkeypatch):
+    """``pip install .`` installs ``campus-segmentation`` (the import package stays ``helpers``),
+    licensed MIT by an SPDX expression, with no warning from setuptools about the licence."""
+    import shutil
+    import warnings
+
+    from setuptools import build_meta
+
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "helpers", tmp_path / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folder = build_meta.prepare_metadata_for_build_wheel(str(tmp_path))
+    metadata = (tmp_path / folder / "METADATA").read_text()
+    assert "Name: campus-segmentation\n" in metadata
+    assert "License-Expression: MIT\n" in metadata and "License-File: LICENSE\n" in metadata
+    assert not [w for w in caught if "licen" in str(w.message).lower()]
+    top_level = (tmp_path / "campus_segmentation.egg-info" / "top_level.txt").read_text().split()
+    assert top_level == ["helpers"]

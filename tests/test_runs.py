@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import train
+from helpers import finetune, runs, train
 from helpers.config import load_config
 
 
@@ -16,15 +16,15 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_default_run_folder_names_the_dataset_and_split(tmp_path):
     camvid = load_config("smoke", "mini-unet", runs_dir=str(tmp_path))
-    assert train.run_dir(camvid) == tmp_path / "smoke" / "mini-unet"  # the report's paths
+    assert runs.run_dir(camvid) == tmp_path / "smoke" / "mini-unet"  # the report's paths
     mine = load_config("quick", dataset="folder", images_dir=str(tmp_path / "mine" / "images"),
                        masks_dir=str(tmp_path / "mine" / "masks"), class_file="c.yaml",
                        runs_dir=str(tmp_path))
-    assert train.run_dir(mine) == tmp_path / "quick" / "mine" / "unet-effnet-lite0"
+    assert runs.run_dir(mine) == tmp_path / "quick" / "mine" / "unet-effnet-lite0"
     split = mine.replace(split_name="v2")
-    assert train.run_dir(split) == tmp_path / "quick" / "mine-v2" / "unet-effnet-lite0"
+    assert runs.run_dir(split) == tmp_path / "quick" / "mine-v2" / "unet-effnet-lite0"
     pairs = mine.replace(images_dir=None, masks_dir=None, pairs_file=str(tmp_path / "labels.csv"))
-    assert train.run_dir(pairs) == tmp_path / "quick" / "labels" / "unet-effnet-lite0"
+    assert runs.run_dir(pairs) == tmp_path / "quick" / "labels" / "unet-effnet-lite0"
 
 
 def test_a_second_different_run_leaves_the_first_runs_checkpoints_intact(camvid_dir, tmp_path,
@@ -51,10 +51,10 @@ def test_a_second_different_run_leaves_the_first_runs_checkpoints_intact(camvid_
 
     # Notebooks and the report (ensure_trained, default folder) write beside it.
     other = train.ensure_trained(second, progress=False)
-    assert other.parent == folder.with_name(f"unet-effnet-lite0@{train.config_hash(second)}")
+    assert other.parent == folder.with_name(f"unet-effnet-lite0@{runs.config_hash(second)}")
     assert other.is_file() and _digests(folder) == before
     # ... and each call finds its own run again without training, as make serve does.
-    assert train.run_folder(second) == other.parent and train.run_folder(first) == folder
+    assert runs.run_folder(second) == other.parent and runs.run_folder(first) == folder
     assert train.main(["--profile", "smoke", "--set", f"runs_dir={tmp_path}", "--set", "lr=2e-3",
                        "--epochs", "1", "--where"]) == 0
     assert capsys.readouterr().out.strip().endswith(str(other.parent))
@@ -69,9 +69,9 @@ def test_a_configuration_saved_before_new_fields_existed_is_the_same_run():
     older = config.to_dict()
     for name in ("init_from", "freeze_encoder_epochs", "tensorboard", "pairs_file"):
         older.pop(name)
-    assert train.run_identity(older) == train.run_identity(config)
-    assert train.run_identity(config.replace(tensorboard=True)) == train.run_identity(config)
-    assert train.config_hash(config) != train.config_hash(config.replace(seed=1))
+    assert runs.run_identity(older) == runs.run_identity(config)
+    assert runs.run_identity(config.replace(tensorboard=True)) == runs.run_identity(config)
+    assert runs.config_hash(config) != runs.config_hash(config.replace(seed=1))
 
 
 def _labelled_folder(root, count=12, size=(96, 128)):
@@ -116,7 +116,7 @@ def test_fine_tuning_from_a_camvid_checkpoint_onto_new_classes(smoke_run, tmp_pa
     # Encoder and decoder come from the CamVid model; the classifier is new, for 3 classes.
     model = build_model("unet-effnet-lite0", 3, pretrained=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    kept = train.init_from_checkpoint(model, smoke_run.best_checkpoint, progress=False)
+    kept = finetune.init_from_checkpoint(model, smoke_run.best_checkpoint, progress=False)
     assert kept and all(k.startswith("net.segmentation_head.") for k in kept)
     for key, value in model.state_dict().items():
         if key in kept:
@@ -135,7 +135,7 @@ def test_fine_tuning_from_a_camvid_checkpoint_onto_new_classes(smoke_run, tmp_pa
     seen = []
 
     def after_epoch(row):
-        seen.append(checkpoint.read_checkpoint(train.run_dir(config) / "last.pt")["state_dict"])
+        seen.append(checkpoint.read_checkpoint(runs.run_dir(config) / "last.pt")["state_dict"])
 
     result = train.fit(config, progress=False, epoch_callback=after_epoch)
     assert result.out_dir == tmp_path / "runs" / "smoke" / "yard" / "unet-effnet-lite0"

@@ -4,18 +4,18 @@ import json
 
 import pytest
 
-from helpers import train
+from helpers import schedule, train, training_data
 from helpers.config import load_config
 
 
 @pytest.mark.parametrize("epochs,steps_per_epoch", [(8, 91), (16, 91), (30, 45), (80, 45), (80, 1)])
 def test_a_one_cycle_schedule_is_never_stopped_while_rising_or_near_its_peak(epochs, steps_per_epoch):
-    rates = train.one_cycle_learning_rates(epochs, steps_per_epoch)
+    rates = schedule.one_cycle_learning_rates(epochs, steps_per_epoch)
     peak = max(range(epochs), key=rates.__getitem__)
-    armed = train.annealed_epoch(epochs, steps_per_epoch, fraction=0.25)
+    armed = schedule.annealed_epoch(epochs, steps_per_epoch, fraction=0.25)
     assert armed > peak and (rates[armed] <= 0.25 or armed == epochs - 1)
     # The worst case: the validation loss rises every epoch after the first.
-    stopper = train.EarlyStopping(patience=7, armed_from=armed)
+    stopper = schedule.EarlyStopping(patience=7, armed_from=armed)
     stopped = None
     for epoch in range(epochs):
         stopper.step(1.0 + epoch, epoch)
@@ -28,9 +28,9 @@ def test_a_one_cycle_schedule_is_never_stopped_while_rising_or_near_its_peak(epo
 
 def test_the_annealed_epoch_of_the_full_profile():
     # 80 epochs: the rate peaks at epoch 24 and falls to a quarter of its peak at epoch 62.
-    rates = train.one_cycle_learning_rates(80, 45)
+    rates = schedule.one_cycle_learning_rates(80, 45)
     assert max(range(80), key=rates.__getitem__) == 23
-    assert train.annealed_epoch(80, 45) == 61 and rates[60] > 0.25 >= rates[61]
+    assert schedule.annealed_epoch(80, 45) == 61 and rates[60] > 0.25 >= rates[61]
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_a_train_plus_val_fit_trains_on_both_splits_and_keeps_its_last_epoch(tmp
     assert json.loads((tmp_path / "done.json").read_text())["best_epoch"] == 3
     datasets = {"train": list(range(8)), "val": list(range(4))}
     with pytest.raises(ValueError, match="fit_on"):
-        train.training_split(config.replace(fit_on="val"), datasets)
+        training_data.training_split(config.replace(fit_on="val"), datasets)
 
 
 @pytest.mark.slow

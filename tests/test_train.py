@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import checkpoint, train
-from helpers.config import load_config
+from helpers import checkpoint, finetune, schedule, train
+from helpers.config import load_config, parse_overrides
 from helpers.data import CAMVID_CLASSES, build_datasets
 from helpers.evaluate import evaluate
 from helpers.evaluate import main as evaluate_main
@@ -50,11 +50,11 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(smoke_run, tmp_path):
 
 
 def test_early_stopping_counts_epochs_without_a_lower_loss():
-    stopper = train.EarlyStopping(patience=3)
+    stopper = schedule.EarlyStopping(patience=3)
     improved = [stopper.step(loss, epoch) for epoch, loss in enumerate([1.0, 0.8, 0.9, 0.8, 0.85])]
     assert improved == [True, True, False, False, False]
     assert stopper.should_stop and stopper.best_epoch == 1 and stopper.best_loss == 0.8
-    resumed = train.EarlyStopping(3, **train.EarlyStopping(3, 0.5, 4, 2).state_dict())
+    resumed = schedule.EarlyStopping(3, **schedule.EarlyStopping(3, 0.5, 4, 2).state_dict())
     assert not resumed.should_stop and resumed.step(0.6, 7) is False and resumed.should_stop
 
 
@@ -151,7 +151,7 @@ def test_train_command_takes_decoder_widths_and_field_overrides(camvid_dir, tmp_
 
 
 def test_field_overrides_take_each_fields_type():
-    overrides = train.parse_overrides([
+    overrides = parse_overrides([
         "crop_size=224,320", "lr=2e-3", "epochs=3", "tta_flip=true", "max_train_images=none",
         "num_workers=2", "class_weighting=none", "scale_limit=0.25",
     ])
@@ -160,7 +160,7 @@ def test_field_overrides_take_each_fields_type():
                          "scale_limit": 0.25}
     for bad in ("bogus=1", "epochs", "tta_flip=maybe", "extra=1"):
         with pytest.raises(ValueError, match="--set"):
-            train.parse_overrides([bad])
+            parse_overrides([bad])
 
 
 def test_train_command_rejects_an_unknown_field(camvid_dir, tmp_path, capsys):
@@ -175,14 +175,14 @@ def test_encoder_stages_end_at_each_skip_resolution(name):
 
     model = build_model(name, 11, pretrained=False)
     sizes = []
-    for stage in train.encoder_stages(model):
+    for stage in finetune.encoder_stages(model):
         stage[-1].register_forward_hook(lambda module, args, out: sizes.append(out.shape[-2:]))
     model(torch.rand(1, 3, 64, 96))
     assert sizes == [(64 // 2**k, 96 // 2**k) for k in range(1, 6)]
 
 
 def _frozen_names(model, stages):
-    frozen = {id(p) for stage in train.encoder_stages(model)[:stages] for module in stage
+    frozen = {id(p) for stage in finetune.encoder_stages(model)[:stages] for module in stage
               for p in module.parameters()}
     return {name for name, p in model.named_parameters() if id(p) in frozen}
 
@@ -191,7 +191,7 @@ def test_frozen_stages_get_no_gradient():
     from helpers.models import build_model
 
     model = build_model("unet-effnet-lite0", 11, pretrained=False)
-    train.freeze_stages(model, 2)
+    finetune.freeze_stages(model, 2)
     logits = model(torch.rand(2, 3, 64, 64))
     torch.nn.functional.cross_entropy(logits, torch.zeros(2, 64, 64, dtype=torch.long)).backward()
     frozen = _frozen_names(model, 2)
@@ -227,9 +227,9 @@ def test_frozen_stages_normalise_as_in_evaluation_while_the_rest_trains():
     from helpers.models import build_model
 
     model = build_model("unet-effnet-lite0", 11, pretrained=False)
-    train.freeze_stages(model, 2)
+    finetune.freeze_stages(model, 2)
     model.eval().train()
-    frozen = {id(m) for stage in train.encoder_stages(model)[:2] for layer in stage
+    frozen = {id(m) for stage in finetune.encoder_stages(model)[:2] for layer in stage
               for m in layer.modules()}
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert len(model.frozen_norms) == sum(id(m) in frozen for m in norms) > 0
@@ -237,7 +237,7 @@ def test_frozen_stages_normalise_as_in_evaluation_while_the_rest_trains():
         assert norm.training == (id(norm) not in frozen)
     # So a frozen stage computes in a training step what it computes in evaluation.
     images = torch.rand(2, 3, 64, 64)
-    stem = torch.nn.Sequential(*train.encoder_stages(model)[0])
+    stem = torch.nn.Sequential(*finetune.encoder_stages(model)[0])
     training_output = stem(images)
     model.eval()
     assert torch.allclose(training_output, stem(images))
@@ -247,7 +247,7 @@ def test_a_network_trained_from_scratch_has_no_stages_to_freeze():
     from helpers.models import build_model
 
     with pytest.raises(ValueError, match="no pretrained encoder"):
-        train.freeze_stages(build_model("mini-unet", 11, width=8), 1)
+        finetune.freeze_stages(build_model("mini-unet", 11, width=8), 1)
     assert load_config("quick", "mini-unet").frozen_stages == 0
 
 
@@ -270,3 +270,86 @@ def test_a_run_validated_once_annealed_scores_and_keeps_only_those_epochs(camvid
     fig = plots.training_curves({"run": result.history})
     val_line = [line for line in fig.axes[0].lines if line.get_label() == "run val"][0]
     assert np.isnan(val_line.get_ydata()[:first]).all() and not np.isnan(val_line.get_ydata()[first:]).any()
+
+
+def test_resuming_from_a_checkpoint_without_training_state_is_a_one_line_error(smoke_run, tmp_path,
+                                                                                capsys):
+    import shutil
+
+    from helpers.errors import CheckpointError
+
+    for name in ("best.pt", "config.json", "history.json"):
+        shutil.copy(smoke_run.out_dir / name, tmp_path / name)
+    shutil.copy(smoke_run.best_checkpoint, tmp_path / "last.pt")  # a best.pt where last.pt was
+    before = (tmp_path / "last.pt").read_bytes()
+    config = load_config("smoke", "unet-effnet-lite0")
+    with pytest.raises(CheckpointError, match="holds no training state") as caught:
+        train.fit(config, tmp_path, resume=True, progress=False)
+    assert "\n" not in str(caught.value) and str(tmp_path / "last.pt") in str(caught.value)
+    assert train.main(["--profile", "smoke", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "--out" in err
+    assert (tmp_path / "last.pt").read_bytes() == before  # nothing written over it
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04 cut short"])
+def test_an_unreadable_last_checkpoint_or_init_file_is_a_one_line_error(smoke_run, tmp_path,
+                                                                         capsys, content):
+    import shutil
+
+    shutil.copy(smoke_run.best_checkpoint, tmp_path / "best.pt")
+    (tmp_path / "last.pt").write_bytes(content)
+    assert train.main(["--profile", "smoke", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / "last.pt") in err
+    assert "Traceback" not in err
+    bad = tmp_path / "init.pt"
+    bad.write_bytes(content)
+    out = tmp_path / "fine-tuned"
+    assert train.main(["--profile", "smoke", "--out", str(out), "--init-from", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --init-from {bad}") and len(err.strip().splitlines()) == 1
+    assert not (out / "best.pt").exists()
+
+
+def test_the_steps_of_a_run_each_do_one_thing(camvid_dir, tmp_path):
+    """build_run, train_epoch (loader, one epoch, validate, save) and restore, called alone."""
+    from helpers import distributed
+
+    config = load_config("smoke", "unet-effnet-lite0", epochs=3, validate_annealed_only=True)
+    processes = distributed.setup("cpu")
+    torch.manual_seed(config.seed)
+    run = train.build_run(config, tmp_path, processes, torch.device("cpu"), None, False, False)
+    assert run.start_epoch == 0 and run.history == [] and run.first_validated == 2
+    train.prepare_loaders(run)
+    row, improved = train.train_epoch(run, 0)
+    assert row["epoch"] == 1 and "val_loss" not in row and not improved  # not validated yet
+    assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
+    assert json.loads((tmp_path / "history.json").read_text()) == run.history
+    assert train.validate(run, 2, {}) and not train.validate(run, 1, {})
+    assert train.keep_best(run, 2, {"loss": 1.0}) and not train.keep_best(run, 2, {})
+    again = train.build_run(config, tmp_path, processes, torch.device("cpu"), None, False, True)
+    train.restore(again)
+    assert again.start_epoch == 1 and again.history == run.history
+    saved = checkpoint.read_checkpoint(tmp_path / "last.pt")["state_dict"]
+    for key, value in again.network.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_run_files_are_replaced_whole_and_never_left_half_written(tmp_path, monkeypatch):
+    import os
+
+    from helpers import runs
+
+    runs.write_history([{"epoch": 1, "train_loss": 2.0}], tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("history.csv", "history.json")}
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        runs.write_history([{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}],
+                           tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv", "history.json"]
