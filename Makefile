@@ -18,15 +18,16 @@ REPORT_NOTEBOOKS := $(filter-out $(STUDY_NOTEBOOK) $(TUTORIAL_NOTEBOOKS),$(NOTEB
 CAMVID_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/camvid/CamVid)))
 export CAMVID_DIR
 
-.PHONY: help setup report study test lint serve benchmarks release
+.PHONY: help setup report study tutorial test lint serve benchmarks release
 
 help:
 	@echo "make report   run notebooks 01-07 ($(PROFILE) profile) and store their outputs: figures/, results/, the tables of README and docs/"
-	@echo "make study    the label-efficiency study and notebook 08 ($(PROFILE) profile; quick: about 1 h)"
+	@echo "make study    the label-efficiency study and notebook 08 with its outputs ($(PROFILE) profile; quick: about 1 h)"
+	@echo "make tutorial notebook 09 (your own labelled data) executed, its outputs stored"
 	@echo "make test     lint, unit tests and the notebooks (smoke profile)"
 	@echo "make serve    start the web app on the latest report checkpoint"
 	@echo "make release  pack the report's trained models as release files (build/release/) and their manifest"
-	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load, the float32 budget (prints figures)"
+	@echo "make benchmarks  training throughput, latency, 12 MP photos, web-app load, the report budget, uploads, int8 (prints figures)"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,11 +51,15 @@ report: $(STAMP)
 
 # Resumable: an interrupted study continues where it stopped (runs/study/PROFILE/).
 study: $(STAMP)
-	mkdir -p build/notebooks
 	SEG_PROFILE=$(PROFILE) $(BIN)/python -m helpers.study labels
-	SEG_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
-		--ExecutePreprocessor.timeout=-1 --output-dir build/notebooks $(STUDY_NOTEBOOK)
+	SEG_PROFILE=$(PROFILE) $(BIN)/python -m helpers.notebook_run --profile $(PROFILE) \
+		--record results/study_notebook_run.json $(STUDY_NOTEBOOK)
 	$(BIN)/python -m helpers.report
+
+# Notebook 09 (your own labelled data) executed and stored with its outputs, like the report's.
+tutorial: $(STAMP)
+	SEG_PROFILE=$(PROFILE) $(BIN)/python -m helpers.notebook_run --profile $(PROFILE) \
+		--record results/tutorial_notebook_run.json $(TUTORIAL_NOTEBOOKS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests benchmarks notebooks

@@ -113,6 +113,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     with torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter announces its deprecation; it is chosen on purpose (see above).
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The encoder's size-dependent padding slices cannot be constant-folded; nothing to fix.
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             model, (example,), buffer, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -155,6 +157,7 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its graph notes (unused initializers) need no action
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         # As PyTorch's OpenMP threads: idle threads sleep rather than spin after a run, which on
         # 2 cores would slow whatever runs next (resizing, upsampling, another runtime).

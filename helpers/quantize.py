@@ -188,6 +188,7 @@ def quantize_onnx(fp32_bytes: bytes, batches: list[torch.Tensor], keep_float: tu
     ``method`` is ``minmax``, ``percentile`` or ``entropy`` (onnxruntime's calibrators).
     """
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -210,6 +211,8 @@ def quantize_onnx(fp32_bytes: bytes, batches: list[torch.Tensor], keep_float: tu
             batch = next(self.batches, None)
             return None if batch is None else {"image": batch.numpy()}
 
+    # The calibration's sessions would log graph notes (unused initializers) that need no action.
+    onnxruntime.set_default_logger_severity(3)
     # The quantizer writes its intermediate models to files: keep them out of the user's folders.
     with tempfile.TemporaryDirectory(prefix="int8-") as folder:
         source, prepared, out = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
