@@ -131,15 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         loaded = load_runtime(name, checkpoint, device, threads=args.threads)
         timings[name] = partial(loaded.logits, image)
-    int8_info = None
+    int8_info, int8_checkpoint = None, checkpoint
     if args.int8:
         int8_checkpoint = int8_model(checkpoint, Path(scratch.name))
         loaded = load_runtime("onnx-int8", int8_checkpoint, device, threads=args.threads)
         timings["onnx-int8"] = partial(loaded.logits, image)
         int8_info = loaded.describe()
     # The prediction path: what helpers.predict and the web app run with --runtime auto
-    # (measured once on this machine and cached, see helpers.runtime).
-    predictor = Predictor(checkpoint, runtime="auto", threads=args.threads, compile=args.compile)
+    # (measured once on this machine and cached, see helpers.runtime), with the int8 model
+    # beside the checkpoint when --int8 made one.
+    predictor = Predictor(int8_checkpoint, runtime="auto", threads=args.threads, compile=args.compile)
     chosen = predictor.describe()
     path_label = f"prediction path ({chosen['runtime']})"
     timings[path_label] = partial(predictor._logits, image)

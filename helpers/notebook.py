@@ -212,8 +212,8 @@ def setup(install: bool | None = None, fetch_photos: bool = True) -> dict:
     show_input_errors_as_one_line()
     info = {"profile": profile, "device": hardware()["summary"], "commit": git_commit(),
             "root": str(root), "installed": installed}
-    print(f"profile {profile} ({why}), {info['device']}, commit {info['commit'] or 'unknown'}, "
-          f"{root}")
+    where = f", in {root}" if in_colab() else ""  # on Colab: where the clone is
+    print(f"profile {profile} ({why}), {info['device']}, commit {info['commit'] or 'unknown'}{where}")
     return info
 
 

@@ -250,7 +250,8 @@ def _report_score(models: dict, model: str, tta: bool = False) -> str:
     if not row or row.get("test_miou") is None:
         return "–"
     extra = f" ({_fmt(row['test_miou_flip_tta'])})" if tta and row.get("test_miou_flip_tta") else ""
-    return f"{row['epochs_run']} epochs, {_fmt(row['test_miou'])}{extra}"
+    epochs = row["epochs_run"]
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}, {_fmt(row['test_miou'])}{extra}"
 
 
 def report_runs_table(results: dict[str, dict]) -> str:

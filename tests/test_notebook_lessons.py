@@ -265,7 +265,9 @@ def test_upload_handler_segments_a_campus_photo_and_a_camvid_image(predictor, ca
         assert np.array_equal(prediction.mask, direct.mask), "the handler must give the predictor's mask"
         assert abs(prediction.shares.sum() - 1) < 1e-9
         shares = result.shares()
-        assert shares["share (%)"].is_monotonic_decreasing and 99 <= shares["share (%)"].sum() <= 100
+        # Each share is rounded to 0.01: their sum may pass 100 by half a step per class.
+        total = shares["share (%)"].sum()
+        assert shares["share (%)"].is_monotonic_decreasing and 99 <= total <= 100 + 0.005 * len(shares)
         colours = {tuple(c) for c in predictor.classes.colors}
         sample = result.colour_mask[:: max(1, prediction.height // 50), :: max(1, prediction.width // 50)]
         assert {tuple(c) for c in sample.reshape(-1, 3)} <= colours, "the mask is drawn in class colours"
