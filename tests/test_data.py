@@ -166,6 +166,11 @@ def test_missing_camvid_names_the_variable_and_the_command(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # no data/CamVid under this "repository"
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "helpers").mkdir()
+    # ... and no shared copy beside it (../shared/data/camvid/CamVid).
+    from helpers import downloads
+
+    repository = tmp_path / "repository"
+    monkeypatch.setattr(downloads, "project_path", lambda *parts: repository.joinpath(*parts))
     with pytest.raises(FileNotFoundError, match="python -m helpers.data download"):
         data.find_camvid(download=False)
     with pytest.raises(FileNotFoundError, match="download failed"):
