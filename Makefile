@@ -69,8 +69,10 @@ lint: $(STAMP)
 test: export OMP_WAIT_POLICY = PASSIVE
 test: lint
 	$(BIN)/python -m pytest -q tests
+	# nbval runs copies without the report's stored outputs (it refuses outputs without counts).
+	$(BIN)/python -m helpers.notebook_run --without-outputs build/nbval $(NOTEBOOKS) >/dev/null
 	SEG_PROFILE=smoke $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
-		--nbval-current-env --nbval-cell-timeout=900 $(NOTEBOOKS)
+		--nbval-current-env --nbval-cell-timeout=900 $(addprefix build/nbval/,$(notdir $(NOTEBOOKS)))
 
 # The run the notebooks made (beside runs/PROFILE/MODEL when that holds another configuration).
 REPORT_RUN = $$($(BIN)/python -m helpers.train --profile $(PROFILE) --where)

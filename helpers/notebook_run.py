@@ -335,6 +335,25 @@ def run_notebooks(paths: list[Path], profile: str, out_dir: Path | None = None,
     return data
 
 
+def without_outputs(paths: list[Path], out_dir: Path) -> list[Path]:
+    """Write copies of notebooks with their stored outputs removed into ``out_dir``; return them.
+
+    What ``make test`` executes with nbval: nbval refuses a stored output without an execution
+    count ("Unrun reference cell has outputs"), and the committed notebooks keep the report's
+    outputs without counts. The copies are otherwise the notebooks, cell for cell.
+    """
+    import nbformat
+
+    copies = []
+    for path in map(Path, paths):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        copies.append(write_text(Path(out_dir) / path.name, nbformat.writes(notebook)))
+    return copies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.notebook_run",
                                      description=__doc__.split("\n\n")[0])
@@ -349,10 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds one cell may run (default: no limit)")
     parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run")
+    parser.add_argument("--without-outputs", type=Path, default=None, metavar="DIR",
+                        help="only write copies of the notebooks without their outputs into DIR "
+                             "(what make test runs nbval on), and exit")
     args = parser.parse_args(argv)
     if missing := [str(p) for p in args.notebooks if not p.is_file()]:
         print(f"error: no such notebook: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.without_outputs:
+        for copy in without_outputs(args.notebooks, args.without_outputs):
+            print(copy)
+        return 0
     profile = args.profile or get_profile()
     if profile not in PROFILE_NAMES:
         print(f"error: --profile {profile!r} is not a profile; choose one of {sorted(PROFILE_NAMES)}",

@@ -358,3 +358,19 @@ def test_on_colab_the_web_app_opens_through_the_port_proxy(monkeypatch):
     assert not window.running, "the previous app is stopped"
     assert calls[1] == ("iframe", 8123, {"path": "/", "height": "720"}) and inline.running
     assert displayed == [], "on Colab no 127.0.0.1 link is shown: the browser cannot reach it"
+
+
+def test_nbval_runs_copies_without_the_stored_outputs(tmp_path):
+    """make test runs nbval on copies without outputs: nbval refuses the committed notebooks'
+    stored outputs, which have no execution counts."""
+    import nbformat
+
+    from helpers.notebook_run import without_outputs
+
+    source = ROOT / "notebooks" / "03_transfer_learning.ipynb"
+    [copy] = without_outputs([source], tmp_path / "nbval")
+    original, stripped = nbformat.read(source, 4), nbformat.read(copy, 4)
+    assert copy.name == source.name
+    assert [c.source for c in stripped.cells] == [c.source for c in original.cells]
+    code = [c for c in stripped.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
