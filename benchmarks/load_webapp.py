@@ -53,13 +53,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(checkpoint: str, port: int, threads: int) -> subprocess.Popen:
-    """Start ``python -m helpers.webapp`` on 127.0.0.1:port and wait until /healthz answers."""
+def start_server(checkpoint: str, port: int, threads: int, runtime: str | None = None,
+                 timeout: float = 180) -> subprocess.Popen:
+    """Start ``python -m helpers.webapp`` on 127.0.0.1:port (with ``--runtime`` when given) and
+    wait until /healthz answers, at most ``timeout`` seconds."""
     command = [sys.executable, "-m", "helpers.webapp", "--checkpoint", checkpoint,
                "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)]
+    command += ["--runtime", runtime] if runtime else []
     server = subprocess.Popen(command, cwd=project_path(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 180
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited: {server.stderr.read()}")
@@ -70,7 +73,7 @@ def start_server(checkpoint: str, port: int, threads: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
     server.kill()
-    raise RuntimeError("the server did not answer /healthz within 180 s")
+    raise RuntimeError(f"the server did not answer /healthz within {timeout:g} s")
 
 
 def run_clients(url: str, uploads: list[tuple[bytes, str]], clients: int, seconds: float) -> dict:

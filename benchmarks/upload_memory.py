@@ -30,17 +30,15 @@ import argparse
 import http.client
 import json
 import signal
-import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 import zlib
 from pathlib import Path
 
+from load_webapp import free_port, start_server  # the same server, started the same way
 from PIL import Image
 
 from helpers.config import project_path
@@ -139,33 +137,6 @@ def case_files(folder: Path, names) -> dict[str, Path]:
 # --------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(checkpoint: str, port: int, threads: int, runtime: str) -> subprocess.Popen:
-    """Start ``python -m helpers.webapp`` on 127.0.0.1:port and wait until /healthz answers."""
-    command = [sys.executable, "-m", "helpers.webapp", "--checkpoint", checkpoint,
-               "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
-               "--runtime", runtime]
-    server = subprocess.Popen(command, cwd=project_path(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited: {server.stderr.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                if answer.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("the server did not answer /healthz within 300 s")
-
-
 def memory_mb(pid: int, field: str) -> float:
     """Return ``VmRSS`` or ``VmHWM`` (peak) of a process in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -245,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     print(f"starting python -m helpers.webapp --checkpoint {args.checkpoint} --threads "
           f"{args.threads} --runtime {args.runtime} on port {port}", flush=True)
-    server = start_server(args.checkpoint, port, args.threads, args.runtime)
+    server = start_server(args.checkpoint, port, args.threads, args.runtime, timeout=300)
     rows, failures = [], []
     try:
         started = memory_mb(server.pid, "VmRSS")
