@@ -1,18 +1,21 @@
 """The int8 candidates side by side: validation mIoU and latency of each, measured in one run.
 
 * onnxruntime static QDQ (what ``python -m helpers.quantize`` ships), once per choice of
-  layers kept in float32 (``--keep-float``: ``none`` quantizes every layer);
+  layers kept in float32 (``--keep-float``: ``none`` quantizes every layer); an int8 head has
+  its output channels padded to 16 (``helpers.quantize.pad_head_channels``), and
+  ``--unpadded-head`` adds the same candidates with the head's 11 channels as they are;
 * PyTorch 2 export quantization with the X86 Inductor quantizer (static, per-channel; lowered
   by Inductor to oneDNN int8 kernels), where ``torchao`` is importable (it left ``torch.ao``);
 * OpenVINO with NNCF post-training quantization, where ``openvino`` and ``nncf`` are importable.
 
 Each is calibrated on the same training images and scored on the validation split (never
 test); then every runtime, float ones included, is timed in turns on one 360x480 image (batch 1,
-``--threads`` threads). Prints a table and writes ``results/int8_candidates.json``::
+``--threads`` threads). Prints a table and writes ``results/<--save-as>.json`` (default
+``int8_candidates``)::
 
     python benchmarks/int8_candidates.py [--checkpoint runs/quick/unet-effnet-lite0/best.pt]
-        [--keep-float none stem,head stem,head,depthwise] [--calibration-images 32]
-        [--repetitions 20] [--compile]
+        [--keep-float none stem stem,head stem,head,depthwise] [--unpadded-head]
+        [--calibration-images 32] [--repetitions 20] [--compile] [--save-as NAME]
 """
 
 from __future__ import annotations
@@ -122,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/quick/unet-effnet-lite0/best.pt")
-    parser.add_argument("--keep-float", nargs="+", default=["none", "stem,head"],
+    parser.add_argument("--keep-float", nargs="+", default=["none", "stem", "stem,head"],
                         help="onnxruntime variants: layer kinds kept in float32, comma-separated")
+    parser.add_argument("--unpadded-head", action="store_true",
+                        help="also each variant with an int8 head, its channels not padded to 16")
+    parser.add_argument("--save-as", default="int8_candidates",
+                        help="results/<NAME>.json (default int8_candidates)")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repetitions", type=int, default=20)
@@ -150,14 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         runtimes[name] = load_runtime(name, checkpoint, "cpu", threads=args.threads).logits
     fp32_session, _ = load_onnx(fp32_bytes, args.threads)
     rows["onnx"] = {"kind": "float32", "val_miou": score_session(fp32_session, val)}
-    for keep in args.keep_float:
-        kinds = tuple(k for k in keep.split(",") if k and k != "none")
+    variants = [(tuple(k for k in keep.split(",") if k and k != "none"), True)
+                for keep in args.keep_float]
+    if args.unpadded_head:
+        variants += [(kinds, False) for kinds, _ in variants if "head" not in kinds]
+    for kinds, pad_head in variants:
         started = time.perf_counter()
-        data, excluded = quantize_onnx(fp32_bytes, batches, kinds, "minmax")
+        data, excluded = quantize_onnx(fp32_bytes, batches, kinds, "minmax", pad_head=pad_head)
         session, _ = load_onnx(data, args.threads)
-        name = f"onnx-int8 [{'+'.join(kinds) or 'none'} float]"
+        name = f"onnx-int8 [{'+'.join(kinds) or 'none'} float{'' if pad_head else ', head unpadded'}]"
         runtimes[name] = (lambda s: lambda images: onnx_logits(s, images))(session)
         rows[name] = {"kind": "int8", "keep_float": list(kinds), "float_nodes": excluded,
+                      "head_padded": pad_head and "head" not in kinds,
                       "quantize_s": time.perf_counter() - started,
                       "val_miou": score_session(session, val)}
         print(f"  {name}: val mIoU {rows[name]['val_miou']:.4f}", flush=True)
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{miou:9.4f} {reference - miou:8.4f}" if miou is not None else ""))
     from helpers.report import write_result
 
-    path = write_result("int8_candidates", {
+    path = write_result(args.save_as, {
         "checkpoint": str(checkpoint), "model": config.model, "cpu": cpu,
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "threads": args.threads,
         "repetitions": args.repetitions, "calibration_images": len(batches),

@@ -29,9 +29,9 @@ def ensure_result(config: Config, checkpoint: str | Path | None = None,
     (:func:`helpers.train.ensure_trained`: plan it for this machine first with
     :func:`helpers.budget.plan_run`, as the notebooks do). The entry (``results/<model>.json``)
     is reused while it belongs to this checkpoint file; otherwise the model is (re)scored, with
-    and without flip TTA, and the entry rewritten.
+    and without flip TTA in one pass, and the entry rewritten.
     """
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint_with_and_without_flip
     from .train import ensure_trained
 
     best = Path(checkpoint) if checkpoint is not None else ensure_trained(config, progress=progress)
@@ -40,8 +40,7 @@ def ensure_result(config: Config, checkpoint: str | Path | None = None,
     if (existing and existing.get("checkpoint_mtime_ns") == stamp
             and checkpoint_of(existing).resolve() == best.resolve()):
         return existing
-    test = evaluate_checkpoint(best, "test", progress=progress)
-    test_tta = evaluate_checkpoint(best, "test", tta_flip=True, progress=progress)
+    test, test_tta = evaluate_checkpoint_with_and_without_flip(best, "test", progress=progress)
     data = model_result(best, test, test_tta) | {"checkpoint_mtime_ns": stamp}
     write_result(config.model, data, config.profile)
     return read_results()[config.model]

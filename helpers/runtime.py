@@ -90,10 +90,14 @@ class Runtime:
 
     def logits(self, images: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
         """Return float32 logits (N, C, H, W); ``tta_flip`` averages the mirrored image's."""
-        logits = self.run(images).float()
         if tta_flip:
-            logits = 0.5 * (logits + self.run(images.flip(-1)).float().flip(-1))
-        return logits
+            return self.logits_with_and_without_flip(images)[1]
+        return self.run(images).float()
+
+    def logits_with_and_without_flip(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the logits of the images as they are, and averaged with their mirror's."""
+        plain = self.run(images).float()
+        return plain, 0.5 * (plain + self.run(images.flip(-1)).float().flip(-1))
 
     def describe(self) -> dict:
         """Return the runtime, its precision and how it was chosen (JSON-ready)."""

@@ -104,6 +104,18 @@ def test_folding_pads_into_convolutions_keeps_the_outputs(smoke_checkpoint):
     assert torch.allclose(onnx_logits(fused, images), onnx_logits(original, images), atol=1e-5)
 
 
+
+def test_padding_the_head_keeps_the_float32_logits(smoke_checkpoint):
+    proto = onnx.load_from_string(export_onnx(smoke_checkpoint))
+    original, _ = load_onnx(proto.SerializeToString())
+    assert quantize.pad_head_channels(proto) == 5  # CamVid's 11 classes -> 16 filters
+    assert quantize.pad_head_channels(proto) == 0  # already a multiple of 16
+    padded, _ = load_onnx(proto.SerializeToString())
+    images = torch.rand(2, 3, 64, 96)
+    expected = onnx_logits(original, images)
+    assert expected.shape == (2, 11, 64, 96)
+    assert torch.equal(onnx_logits(padded, images), expected)
+
 def test_the_artefact_records_its_accuracy_and_calibration(int8_run):
     checkpoint, path = int8_run
     session, metadata = quantize.check_artefact(path, checkpoint)
@@ -114,11 +126,18 @@ def test_the_artefact_records_its_accuracy_and_calibration(int8_run):
     calibration = json.loads(metadata["calibration"])
     assert calibration["split"] == "train" and calibration["images"] == 8  # all smoke training images
     assert any("conv_stem" in n for n in calibration["float_nodes"])
-    assert any("segmentation_head" in n for n in calibration["float_nodes"])
+    assert not any("segmentation_head" in n for n in calibration["float_nodes"])
     assert metadata["source_checkpoint_sha256"] == quantize.file_sha256(checkpoint)
     assert metadata["model_name"] == "unet-effnet-lite0" and metadata["precision"] == "int8"
-    types = {node.op_type for node in onnx.load(str(path)).graph.node}
+    graph = onnx.load(str(path)).graph
+    types = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= types and "Pad" not in types
+    # The head in int8, its 11 classes padded to 16 filters and sliced back (pad_head_channels).
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    head = next(node for node in graph.node if node.name == "/net/segmentation_head/segmentation_head.0/Conv")
+    scale = next(node for node in graph.node if node.output[0] == head.input[1]).input[1]
+    assert list(weights[scale].dims) == [16]
+    assert [dim.dim_value for dim in graph.output[0].type.tensor_type.shape.dim][1] == 11
     assert path.stat().st_size < 0.5 * len(export_onnx(checkpoint))  # int8 weights: ~4x smaller
 
 

@@ -72,6 +72,20 @@ def test_evaluation_scores_every_labelled_pixel_once_and_never_padding(smoke_che
     assert flipped["pixels"] == labelled and not np.allclose(flipped["iou"], result["iou"], equal_nan=True)
 
 
+
+def test_one_pass_scores_what_the_plain_and_flipped_evaluations_score(smoke_checkpoint):
+    from helpers.evaluate import evaluate_checkpoint, evaluate_checkpoint_with_and_without_flip
+
+    plain, flipped = evaluate_checkpoint_with_and_without_flip(smoke_checkpoint, "test",
+                                                               runtime="torch", progress=False)
+    for result, tta_flip in ((plain, False), (flipped, True)):
+        alone = evaluate_checkpoint(smoke_checkpoint, "test", tta_flip=tta_flip, runtime="torch",
+                                    progress=False)
+        assert torch.equal(result["confusion_matrix"], alone["confusion_matrix"])
+        assert result["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+        assert result["per_image_miou"] == pytest.approx(alone["per_image_miou"])
+    assert not torch.equal(plain["confusion_matrix"], flipped["confusion_matrix"])
+
 def test_ensure_trained_reuses_a_finished_run(smoke_run):
     config = load_config("smoke", "unet-effnet-lite0")
     before = smoke_run.best_checkpoint.stat().st_mtime_ns
