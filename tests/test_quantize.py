@@ -105,6 +105,23 @@ def test_folding_pads_into_convolutions_keeps_the_outputs(smoke_checkpoint):
 
 
 
+def test_constant_upsampling_scales_keep_the_float32_logits(smoke_checkpoint):
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "a.onnx").write_bytes(export_onnx(smoke_checkpoint))
+        quant_pre_process(str(Path(folder, "a.onnx")), str(Path(folder, "b.onnx")),
+                          skip_symbolic_shape=True)
+        proto = onnx.load(str(Path(folder, "b.onnx")))
+    original, _ = load_onnx(proto.SerializeToString())
+    assert quantize.fix_upsampling_scales(proto) == 5  # the U-Net decoder's five upsamplings
+    assert not {"Shape", "Gather"} & {node.op_type for node in proto.graph.node}
+    fixed, _ = load_onnx(proto.SerializeToString())
+    for height, width in ((64, 96), (96, 160), (360, 480)):  # padded to multiples of 32
+        images = torch.rand(1, 3, height, width)
+        assert torch.equal(onnx_logits(fixed, images), onnx_logits(original, images))
+
+
 def test_padding_the_head_keeps_the_float32_logits(smoke_checkpoint):
     proto = onnx.load_from_string(export_onnx(smoke_checkpoint))
     original, _ = load_onnx(proto.SerializeToString())
@@ -132,6 +149,7 @@ def test_the_artefact_records_its_accuracy_and_calibration(int8_run):
     graph = onnx.load(str(path)).graph
     types = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= types and "Pad" not in types
+    assert "Shape" not in types  # the upsamplings' sizes are constant scales
     # The head in int8, its 11 classes padded to 16 filters and sliced back (pad_head_channels).
     weights = {tensor.name: tensor for tensor in graph.initializer}
     head = next(node for node in graph.node if node.name == "/net/segmentation_head/segmentation_head.0/Conv")
