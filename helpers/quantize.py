@@ -159,9 +159,10 @@ def pad_head_channels(model, multiple: int = HEAD_CHANNEL_MULTIPLE) -> int:
     slice the logits back to the classes; return how many channels were added.
 
     onnxruntime's int8 convolution is fast for channel counts that fill its vector registers and
-    slow otherwise: CamVid's 11-channel head at 384x480 took 8.5 ms in int8 against 2.5 ms with
-    16 channels (the extra filters are zeros, their logits sliced off before any argmax), on 2
-    Xeon cores (docs/int8.md). The float32 logits are unchanged.
+    slow otherwise: with CamVid's 11-channel head in int8 the whole network took 37.5 ms at
+    384x480, with the head padded to 16 channels 32.9 ms (the extra filters are zeros, their
+    logits sliced off before any argmax), on 2 Xeon cores (docs/int8.md). The float32 logits are
+    unchanged.
     """
     from onnx import helper, numpy_helper
 
@@ -203,8 +204,8 @@ def fix_upsampling_scales(model, probe_sizes=((384, 480), (256, 352))) -> int:
 
     smp's decoder upsamples each stage to the size of the next skip connection, which exports as
     ``Shape`` -> ``Gather`` -> ``Concat`` feeding each ``Resize``: in the int8 graph every such
-    ``Shape`` needs its tensor dequantized at full size, for nothing (1.5 ms of 33 at 384x480 on 2
-    Xeon cores, docs/int8.md). For inputs that are multiples of the stride (the exported model's
+    ``Shape`` needs its tensor dequantized at full size, for nothing. For inputs that are
+    multiples of the stride (the exported model's
     contract) each ``Resize`` scales by a constant factor; it is read from ONNX shape inference at
     ``probe_sizes`` and used only where every probe agrees on a whole factor.
     """
