@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers.provenance import clean_json, git_commit  # noqa: E402
+from helpers.provenance import clean_json  # noqa: E402
 from helpers.report import write_result  # noqa: E402
 
 MODELS = ("unet-effnet-lite0", "mini-unet", "deeplabv3plus-effnet-lite0")
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     env["SEG_CACHE_DIR"] = str(folder / "build" / "cache")
     if args.native_bf16 == "0":
         env["SEG_NATIVE_BF16"] = "0"
-    print(f"fresh clone {folder} ({git_commit()}), SEG_NATIVE_BF16={env.get('SEG_NATIVE_BF16', '(unset)')}",
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    print(f"fresh clone {folder} ({head}), SEG_NATIVE_BF16={env.get('SEG_NATIVE_BF16', '(unset)')}",
           flush=True)
     log_path = folder / "build" / "report.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
