@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from helpers.export import session_options  # noqa: E402
 from helpers.precision import cpu_info  # noqa: E402
 
 
@@ -54,15 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     height, width = (int(side) for side in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="onnx-profile-") as folder:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(args.threads)  # as every project session runs
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.random.rand(1, 3, height, width).astype(np.float32)}
         warm_up = 3

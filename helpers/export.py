@@ -144,12 +144,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     return write_bytes(out, data)
 
 
-def load_onnx(source: str | Path | bytes, threads: int | None = None):
-    """Return ``(session, metadata)``: an onnxruntime CPU session and the file's metadata dict.
+def session_options(threads: int | None = None):
+    """Return the onnxruntime session options every project session runs with.
 
-    ``source`` is a path or the model bytes. ``threads`` sets onnxruntime's intra-op threads
-    (default: PyTorch's thread count, so both runtimes use the same cores); with
-    ``OMP_WAIT_POLICY=PASSIVE`` they sleep when idle, as PyTorch's do.
+    ``threads`` intra-op threads (default: PyTorch's thread count, so both runtimes use the same
+    cores), one inter-op thread, every graph optimisation, errors-only logging; with
+    ``OMP_WAIT_POLICY=PASSIVE`` idle threads sleep, as PyTorch's do.
     """
     onnxruntime = _optional("onnxruntime")
 
@@ -162,6 +162,17 @@ def load_onnx(source: str | Path | bytes, threads: int | None = None):
         # As PyTorch's OpenMP threads: idle threads sleep rather than spin after a run, which on
         # 2 cores would slow whatever runs next (resizing, upsampling, another runtime).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def load_onnx(source: str | Path | bytes, threads: int | None = None):
+    """Return ``(session, metadata)``: an onnxruntime CPU session and the file's metadata dict.
+
+    ``source`` is a path or the model bytes; ``threads`` as in :func:`session_options`.
+    """
+    onnxruntime = _optional("onnxruntime")
+
+    options = session_options(threads)
     name = "ONNX model"
     if isinstance(source, str | Path):
         path = Path(source)
