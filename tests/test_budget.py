@@ -60,7 +60,8 @@ def test_a_budget_under_one_epoch_plans_one_and_says_why(monkeypatch, cache, cam
     assert "no native bf16" in record["cpu"]
     out = capsys.readouterr().out
     assert "measuring a few smoke batches" in out and "trains 1 of the table's 6 epochs" in out
-    assert "SEG_TIME_BUDGET=off" in out and len(out.strip().splitlines()) == 3
+    assert "the budget cuts epochs: measured again" in out  # a slow moment must not cut epochs
+    assert "SEG_TIME_BUDGET=off" in out and len(out.strip().splitlines()) == 4
     (entry,) = json.loads(cache.read_text())["entries"].values()
     seconds = entry["seconds_per_epoch"]
     assert seconds > 0
@@ -103,16 +104,40 @@ def test_a_corrupt_or_stale_batch_time_is_measured_again(monkeypatch, cache, cam
     cache.write_text("{truncated")
     with pytest.warns(UserWarning, match="ignored"):
         budget.plan_run(config, device="cpu", progress=False)
-    assert len(calls) == 1
+    assert len(calls) == 2  # the budget cuts epochs: measured twice
     data = json.loads(cache.read_text())
     for entry in data["entries"].values():
         entry["seconds_per_epoch"] = -1.0  # nonsense is not trusted
     cache.write_text(json.dumps(data))
     budget.plan_run(config, device="cpu", progress=False)
-    assert len(calls) == 2
+    assert len(calls) == 4
     budget.plan_run(config.replace(crop_size=(64, 64)), device="cpu", progress=False)  # another key
-    assert len(calls) == 3
+    assert len(calls) == 6
     assert not list(cache.parent.glob(".*.tmp"))  # written atomically
+
+
+def test_a_slow_first_measurement_that_cuts_epochs_is_taken_again(monkeypatch, cache):
+    on_cpu(monkeypatch, INTEL_AVX512_NO_BF16)
+    readings = iter([0.53, 0.41])  # a fresh clone's report: slow just after the set-up
+
+    def measured(config, *args, **kwargs):
+        train = next(readings)
+        return {"seconds_per_train_batch": train, "seconds_per_eval_batch": 0.47,
+                "seconds_per_epoch": 91 * train + 34 * 0.47}
+
+    monkeypatch.setattr(budget, "measure_epoch_seconds", measured)
+    monkeypatch.setattr(budget, "epoch_plan", lambda config, datasets: (91, 34, 131))
+    monkeypatch.setattr(plan, "epoch_plan", lambda config, datasets: (91, 34, 131))
+    quick = load_config("quick", "unet-effnet-lite0", train_minutes=8.5, epochs=16)
+    slow = {"seconds_per_train_batch": 0.53, "seconds_per_eval_batch": 0.47}
+    assert plan.epochs_within_budget(quick, slow, (91, 34, 131)) == 9  # what one look planned
+    planned = budget.plan_run(quick, device="cpu", datasets={"timed": "by the stub"}, progress=False)
+    assert planned.epochs == 12 and planned.time_budget["seconds_per_train_batch"] == 0.41
+    # Where every epoch fits, one measurement decides.
+    readings = iter([0.2])
+    roomy = budget.plan_run(quick.replace(crop_size=(192, 256)), device="cpu",
+                            datasets={"timed": "by the stub"}, progress=False)
+    assert roomy.epochs == 16 and roomy.time_budget["seconds_per_train_batch"] == 0.2
 
 
 def test_the_quick_plan_counts_the_validated_epochs_only(monkeypatch, cache):
