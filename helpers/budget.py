@@ -57,9 +57,10 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
     """Return the measured seconds of one training batch and one evaluation batch, and of an epoch.
 
     Times ``batches`` training steps of :func:`helpers.train.train_one_epoch` on real
-    training crops and three evaluation batches at CamVid's 360x480, one at a time after one
-    untimed warm-up of each (kernel selection), and keeps the median of each: a batch slowed
-    by something else on the machine does not size the epochs.
+    training crops and three evaluation batches at CamVid's 360x480, one at a time after
+    untimed warm-ups (two training steps: kernel selection, the optimizer's first step; one
+    evaluation), and keeps the median of each: a batch slowed by something else on the machine
+    does not size the epochs.
     """
     from .datasets import SegmentationDataset
     from .models import build_model
@@ -86,7 +87,7 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
     def train(steps):
         train_one_epoch(state, steps, progress=False)
 
-    train(samples[:1])
+    train(samples[:2])
     train_s = statistics.median(timed(functools.partial(train, [sample])) for sample in samples)
     images = torch.rand(config.batch_size, 3, 360, 480)
     model.eval()
