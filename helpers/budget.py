@@ -56,8 +56,9 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
                           datasets: dict, batches: int = 5) -> dict:
     """Return the measured seconds of one training batch and one evaluation batch, and of an epoch.
 
-    Times ``batches`` training steps of :func:`helpers.train.train_one_epoch` on real
-    training crops and three evaluation batches at CamVid's 360x480, one at a time after
+    Times loading and augmenting ``batches`` batches of real training crops, then
+    ``batches`` training steps of :func:`helpers.train.train_one_epoch` on them (a training
+    batch costs both) and three evaluation batches at CamVid's 360x480, one at a time after
     untimed warm-ups (two training steps: kernel selection, the optimizer's first step; one
     evaluation), and keeps the median of each: a batch slowed by something else on the machine
     does not size the epochs.
@@ -67,8 +68,12 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
 
     full = datasets["train"]
     train_set = SegmentationDataset(full.pairs[: batches * config.batch_size], full.classes,
-                                    full.transform)
-    samples = list(torch.utils.data.DataLoader(train_set, batch_size=config.batch_size))
+                                    full.transform, cache=config.cache_images)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size)
+    list(loader)  # decodes the images (and caches them, as the first epoch does)
+    started = time.perf_counter()
+    samples = list(loader)  # what every later epoch pays per batch: loading and augmentation
+    load_s = (time.perf_counter() - started) / len(samples)
     model = build_model(config.model, train_set.classes.num_classes, width=config.width,
                         output_stride=config.output_stride,
                         decoder_channels=config.decoder_channels).to(device)
@@ -98,8 +103,8 @@ def measure_epoch_seconds(config: Config, device: torch.device, precision: Preci
     evaluate()
     eval_s = statistics.median(timed(evaluate) for _ in range(3))
     train_batches, eval_batches, _ = epoch_plan(config, datasets)
-    return {"seconds_per_train_batch": train_s, "seconds_per_eval_batch": eval_s,
-            "seconds_per_epoch": train_batches * train_s + eval_batches * eval_s}
+    return {"seconds_per_train_batch": load_s + train_s, "seconds_per_eval_batch": eval_s,
+            "seconds_per_epoch": train_batches * (load_s + train_s) + eval_batches * eval_s}
 
 
 def measure_with_second_look(config: Config, device: torch.device, precision: Precision,
