@@ -140,6 +140,27 @@ def test_a_slow_first_measurement_that_cuts_epochs_is_taken_again(monkeypatch, c
     assert roomy.epochs == 16 and roomy.time_budget["seconds_per_train_batch"] == 0.2
 
 
+def test_a_training_batch_is_timed_with_its_loading_and_augmentation(camvid_dir):
+    # An epoch loads and augments every batch before its step: the plan must pay for both.
+    import time
+
+    from helpers.datasets import build_datasets
+
+    config = smoke()
+    datasets = build_datasets(config)
+    augment = datasets["train"].transform
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return augment(*args, **kwargs)
+
+    datasets["train"].transform = slow
+    device = torch.device("cpu")
+    timing = budget.measure_epoch_seconds(config, device, precision.choose_precision(device, "off"),
+                                          datasets, batches=2)
+    assert timing["seconds_per_train_batch"] >= config.batch_size * 0.05
+
+
 def test_the_quick_plan_counts_the_validated_epochs_only(monkeypatch, cache):
     on_cpu(monkeypatch, INTEL_AVX512_NO_BF16)
     timed = []
