@@ -136,8 +136,9 @@ def plan_run(config: Config, progress: bool = True, device: str | torch.device |
     most the table's, that this CPU's measured batch times fit in ``config.train_minutes``.
 
     The batch times are measured once per machine and configuration (seconds; twice where the
-    budget cuts epochs, :func:`measure_with_second_look`) and cached; the decision is printed (``progress``) and recorded in ``time_budget``. Unchanged where there is
-    nothing to plan (:func:`helpers.plan.needs_plan`: the smoke and full profiles, a GPU,
+    budget cuts epochs, :func:`measure_with_second_look`) and cached; the decision is printed
+    (``progress``) and recorded in ``time_budget``. Unchanged where there is nothing to plan
+    (:func:`helpers.plan.needs_plan`: the smoke and full profiles, a GPU,
     ``SEG_TIME_BUDGET=off``, a configuration planned already).
     """
     device = pick_device(device)

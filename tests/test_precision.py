@@ -83,7 +83,8 @@ def test_deeplab_trains_in_bf16_only_with_amx():
     assert cpu(INTEL_AMX).amx_bf16 and not cpu(AMD_WITH_BF16).amx_bf16
     # The U-Nets take bf16 with either kind of native unit.
     for flags in (AMD_WITH_BF16, INTEL_AMX):
-        assert choose_precision("cpu", "auto", "unet-effnet-lite0", cpu=cpu(flags)).dtype is torch.bfloat16
+        choice = choose_precision("cpu", "auto", "unet-effnet-lite0", cpu=cpu(flags))
+        assert choice.dtype is torch.bfloat16
 
 
 @pytest.mark.parametrize("capability, dtype, scaler", [
